@@ -1,0 +1,32 @@
+"""`kitctl`: the command line. Thin: parse arguments, call one command module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module in reconciler.commands registers its own subcommand.
+COMMANDS = ("validate", "schema")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="kitctl",
+        description="Declarative GitOps reconciler for PC kitting servers (Clonezilla SE/DRBL).",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"reconciler.commands.{name}").register(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

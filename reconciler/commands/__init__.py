@@ -1,0 +1,1 @@
+"""One module per `kitctl` subcommand; each exposes `register(subparsers)`."""

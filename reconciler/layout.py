@@ -1,0 +1,21 @@
+"""Where the reconciler's files live on a server (Debian/Ubuntu defaults).
+
+Paths are absolute as the running programs see them. `--root` only changes where apply
+writes them (a sandbox), never what the files say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    dnsmasq_conf: str = "/etc/dnsmasq.d/kitting.conf"
+    dhcp_hosts_dir: str = "/etc/kitting/dhcp-hosts"
+    exports_file: str = "/etc/exports.d/kitting.exports"
+    nfs_conf_file: str = "/etc/nfs.conf.d/kitting.conf"
+    ganesha_conf: str = "/etc/ganesha/kitting.conf"
+    nft_file: str = "/etc/nftables.d/kitting.nft"
+    sshd_dropin: str = "/etc/ssh/sshd_config.d/kitting.conf"
+    state_dir: str = "/var/lib/kitting"
