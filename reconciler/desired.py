@@ -112,6 +112,9 @@ class Boot(Model):
     """Hand UEFI clients the signed shim, which loads uefi_loader from the same directory."""
     shim: RelativePath = "shimx64.efi"
     """The signed shim, relative to the TFTP root; used when secure_boot is on."""
+    grub_dir: RelativePath = "grub"
+    """GRUB's network prefix directory under the TFTP root (where it looks for grub.cfg and
+    grub.cfg-01-aa-bb-cc-dd-ee-ff)."""
     clonezilla: ClonezillaLive = Field(default_factory=ClonezillaLive)
 
 
