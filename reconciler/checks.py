@@ -1,0 +1,628 @@
+"""Semantic checks across documents: references, duplicates, address plan, multicast, windows.
+
+Each check reads the desired state and reports through the validator's reporter, naming
+both places when two things collide. Purely computational.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from reconciler.desired import (
+    Action,
+    Batch,
+    Department,
+    Desired,
+    DhcpMode,
+    Image,
+    Mode,
+    Pc,
+    PcRef,
+    Site,
+)
+from reconciler.problems import Severity
+
+if TYPE_CHECKING:
+    from reconciler.validate import Origin, Reporter, Where
+
+NETBIOS_MAX = 15
+# udpcast uses the port base and the next port, and Clonezilla adds 2 per partition; this
+# many partitions' worth of ports is kept apart between sessions that run at the same time.
+PORT_SPAN = 2 * 16
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What validated so far; the site may be missing when its document had errors, and the
+    checks that do not need it still run, so one run reports every problem."""
+
+    site: Site | None
+    images: dict[str, Image]
+    departments: dict[str, Department]
+    batches: dict[str, Batch]
+
+    def pcs(self) -> list[PcRef]:
+        return Desired.pcs(self)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PcAt:
+    """A PC with its department and its place in the repo."""
+
+    department: str
+    index: int
+    pc: Pc
+    origin: Origin
+
+    @property
+    def path(self) -> tuple[str | int, ...]:
+        return ("pcs", self.index)
+
+
+def run(draft: Draft, where: Where, declared: dict[str, set[str]], report: Reporter) -> None:
+    pcs = list(_pcs(draft, where))
+    _identities(draft, pcs, report)
+    _references(draft, where, declared, report)
+    _hostname_lengths(draft, pcs, report)
+    _images(draft, where, report)
+    if draft.site is None:
+        return
+    desired = Desired(draft.site, draft.images, draft.departments, draft.batches)
+    _address_plan(desired, where, pcs, report)
+    _multicast(desired, where, report)
+    _batches(desired, where, pcs, report)
+    _git_policy(desired, where, report)
+
+
+def _pcs(desired: Draft | Desired, where: Where) -> Iterator[PcAt]:
+    for name in sorted(desired.departments):
+        for index, pc in enumerate(desired.departments[name].pcs):
+            yield PcAt(name, index, pc, where.departments[name])
+
+
+# ------------------------------------------------------------------------- address plan
+
+
+def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) -> None:
+    site, at = desired.site, where.site
+    net = site.network
+    subnet = net.subnet
+    reserved = {
+        subnet.network_address: "the network address",
+        subnet.broadcast_address: "the broadcast address",
+    }
+
+    def inside(address: IPv4Address, path: tuple[str | int, ...], what: str) -> bool:
+        if address not in subnet:
+            report.at(at, path, f"{what} {address} is outside the kitting subnet {subnet}")
+            return False
+        if address in reserved and subnet.prefixlen < 31:
+            report.at(at, path, f"{what} {address} is {reserved[address]} of {subnet}")
+            return False
+        return True
+
+    inside(site.server.address, ("server", "address"), "the server address")
+    if net.gateway is not None:
+        inside(net.gateway, ("network", "gateway"), "the gateway")
+        if net.gateway == site.server.address:
+            report.at(
+                at,
+                ("network", "gateway"),
+                "the gateway is the server's own address",
+                Severity.warning,
+            )
+    pool = net.dhcp.pool
+    if net.dhcp.mode is DhcpMode.authoritative and pool is None:
+        report.at(
+            at,
+            ("network", "dhcp"),
+            "authoritative DHCP needs a pool: add network.dhcp.pool {start, end} "
+            "(or use mode: proxy when another DHCP server hands out addresses)",
+        )
+    if net.dhcp.mode is DhcpMode.proxy and pool is not None:
+        report.at(
+            at,
+            ("network", "dhcp", "pool"),
+            "a proxy DHCP server hands out no addresses: remove the pool",
+        )
+    pool_ok = False
+    if pool is not None:
+        ok_start = inside(pool.start, ("network", "dhcp", "pool", "start"), "the pool start")
+        ok_end = inside(pool.end, ("network", "dhcp", "pool", "end"), "the pool end")
+        if ok_start and ok_end:
+            if pool.start > pool.end:
+                report.at(
+                    at,
+                    ("network", "dhcp", "pool"),
+                    f"the pool starts ({pool.start}) after it ends ({pool.end})",
+                )
+            else:
+                pool_ok = True
+                for address, what, _path in (
+                    (site.server.address, "the server address", ("server", "address")),
+                    (net.gateway, "the gateway", ("network", "gateway")),
+                ):
+                    if address is not None and pool.start <= address <= pool.end:
+                        report.at(
+                            at,
+                            ("network", "dhcp", "pool"),
+                            f"the pool {pool.start}-{pool.end} contains {what} {address}; "
+                            "move the pool or the address",
+                        )
+    admin = net.admin_range
+    if admin is not None:
+        ok = inside(admin.start, ("network", "admin_range", "start"), "the admin range start")
+        ok = inside(admin.end, ("network", "admin_range", "end"), "the admin range end") and ok
+        if ok and admin.start > admin.end:
+            report.at(
+                at,
+                ("network", "admin_range"),
+                f"the admin range starts ({admin.start}) after it ends ({admin.end})",
+            )
+        elif (
+            ok
+            and pool_ok
+            and pool is not None
+            and admin.start <= pool.end
+            and pool.start <= admin.end
+        ):
+            report.at(
+                at,
+                ("network", "admin_range"),
+                f"the admin range {admin.start}-{admin.end} overlaps the DHCP pool {pool.start}-{pool.end}",
+            )
+    for network in site.firewall.production_networks:
+        if network.overlaps(subnet):
+            index = site.firewall.production_networks.index(network)
+            report.at(
+                at,
+                ("firewall", "production_networks", index),
+                f"production network {network} overlaps the kitting subnet {subnet}: the firewall "
+                "would cut the kitting network off from itself",
+            )
+    fixed: dict[IPv4Address, PcAt] = {}
+    for item in pcs:
+        ip = item.pc.ip
+        if ip is None:
+            continue
+        path: tuple[str | int, ...] = (*item.path, "ip")
+        if net.dhcp.mode is DhcpMode.proxy:
+            report.at(
+                item.origin,
+                path,
+                "a fixed IP needs authoritative DHCP; in proxy mode another server assigns addresses",
+            )
+            continue
+        if ip not in subnet:
+            report.at(item.origin, path, f"{ip} is outside the kitting subnet {subnet}")
+            continue
+        if ip in reserved:
+            report.at(item.origin, path, f"{ip} is {reserved[ip]} of {subnet}")
+            continue
+        if ip == site.server.address:
+            report.at(item.origin, path, f"{ip} is the server's address")
+            continue
+        if ip == net.gateway:
+            report.at(item.origin, path, f"{ip} is the gateway's address")
+            continue
+        if ip in fixed:
+            other = fixed[ip]
+            report.at(
+                item.origin,
+                path,
+                f"IP {ip} is also the fixed IP of {other.pc.hostname} at "
+                f"{report.where(other.origin, (*other.path, 'ip'))}",
+            )
+            continue
+        fixed[ip] = item
+        if pool_ok and pool is not None and pool.start <= ip <= pool.end:
+            report.at(
+                item.origin,
+                path,
+                f"{ip} is inside the dynamic pool {pool.start}-{pool.end}; fixed IPs are clearer outside it",
+                Severity.warning,
+            )
+        if admin is not None and admin.start <= ip <= admin.end:
+            report.at(
+                item.origin, path, f"{ip} is inside the admin range {admin.start}-{admin.end}"
+            )
+    if pool_ok and pool is not None:
+        dynamic = sum(1 for item in pcs if item.pc.ip is None)
+        size = int(pool.end) - int(pool.start) + 1
+        if dynamic > size:
+            report.at(
+                at,
+                ("network", "dhcp", "pool"),
+                f"{dynamic} PCs have no fixed IP but the pool holds only {size} addresses",
+                Severity.warning,
+            )
+
+
+# ------------------------------------------------------------------------- identities
+
+
+def _identities(desired: Draft | Desired, pcs: list[PcAt], report: Reporter) -> None:
+    macs: dict[str, tuple[PcAt, int]] = {}
+    names: dict[str, PcAt] = {}
+    for item in pcs:
+        for m_index, mac in enumerate(item.pc.macs):
+            path = (*item.path, "macs", m_index)
+            if mac in macs:
+                other, other_index = macs[mac]
+                same = other is item
+                owner = "this PC" if same else other.pc.hostname
+                report.at(
+                    item.origin,
+                    path,
+                    f"MAC {mac} is also listed for {owner} at "
+                    f"{report.where(other.origin, (*other.path, 'macs', other_index))}",
+                )
+                continue
+            macs[mac] = (item, m_index)
+        folded = item.pc.hostname.casefold()
+        if folded in names:
+            other = names[folded]
+            report.at(
+                item.origin,
+                (*item.path, "hostname"),
+                f"hostname {item.pc.hostname!r} is already used by {other.pc.hostname!r} "
+                f"(department {other.department}) at {report.where(other.origin, (*other.path, 'hostname'))}; "
+                "hostnames are compared without regard to case",
+            )
+            continue
+        names[folded] = item
+
+
+# ------------------------------------------------------------------------- references
+
+
+def _references(
+    desired: Draft | Desired, where: Where, declared: dict[str, set[str]], report: Reporter
+) -> None:
+    images = declared["Image"] | set(desired.images)
+    departments = declared["Department"] | set(desired.departments)
+    hostnames = {item.pc.hostname.casefold() for item in _pcs(desired, where)}
+    all_hostnames = [item.pc.hostname for item in _pcs(desired, where)]
+    for name, dept in desired.departments.items():
+        if dept.image is not None and dept.image not in images:
+            report.at(
+                where.departments[name],
+                ("image",),
+                f"image {dept.image!r} is not defined{suggest(dept.image, sorted(images))}; "
+                f"defined images: {', '.join(sorted(images)) or 'none'}",
+            )
+    for name, batch in desired.batches.items():
+        origin = where.batches[name]
+        if batch.image not in images and batch.action is Action.restore:
+            report.at(
+                origin,
+                ("image",),
+                f"image {batch.image!r} is not defined{suggest(batch.image, sorted(images))}; "
+                f"defined images: {', '.join(sorted(images)) or 'none'}",
+            )
+        for index, dept_name in enumerate(batch.targets.departments):
+            if dept_name not in departments:
+                report.at(
+                    origin,
+                    ("targets", "departments", index),
+                    f"department {dept_name!r} is not defined{suggest(dept_name, sorted(departments))}",
+                )
+        for index, hostname in enumerate(batch.targets.pcs):
+            if hostname.casefold() not in hostnames:
+                report.at(
+                    origin,
+                    ("targets", "pcs", index),
+                    f"no PC has hostname {hostname!r}{suggest(hostname, all_hostnames)}",
+                )
+        if not batch.targets.departments and not batch.targets.pcs:
+            report.at(origin, ("targets",), "a batch needs targets: departments and/or pcs")
+
+
+def batch_targets(desired: Draft | Desired, batch: Batch) -> list[Pc]:
+    """The PCs a batch targets, each once, in department then file order. Pure."""
+    wanted_depts = set(batch.targets.departments)
+    wanted_hosts = {h.casefold() for h in batch.targets.pcs}
+    return [
+        ref.pc
+        for ref in desired.pcs()
+        if ref.department in wanted_depts or ref.pc.hostname.casefold() in wanted_hosts
+    ]
+
+
+def _hostname_lengths(desired: Draft | Desired, pcs: list[PcAt], report: Reporter) -> None:
+    windows_images = {name for name, image in desired.images.items() if image.os.is_windows}
+    batch_images: dict[str, set[str]] = {}
+    for batch in desired.batches.values():
+        if batch.action is Action.restore:
+            for pc in batch_targets(desired, batch):
+                batch_images.setdefault(pc.hostname.casefold(), set()).add(batch.image)
+    for item in pcs:
+        hostname = item.pc.hostname
+        if len(hostname) <= NETBIOS_MAX:
+            continue
+        dept_image = desired.departments[item.department].image
+        images = batch_images.get(hostname.casefold(), set()) | (
+            {dept_image} if dept_image else set()
+        )
+        windows = sorted(images & windows_images)
+        if windows:
+            report.at(
+                item.origin,
+                (*item.path, "hostname"),
+                f"hostname {hostname!r} has {len(hostname)} characters; Windows (image "
+                f"{windows[0]!r}) allows at most {NETBIOS_MAX} (NetBIOS name)",
+            )
+
+
+# ------------------------------------------------------------------------- multicast
+
+
+def suggest(given: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or ''."""
+    close = difflib.get_close_matches(given, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _low23_reserved(group: IPv4Address) -> bool:
+    """True when the group maps to the same Ethernet address as 224.0.0.x (switches flood it)."""
+    return (int(group) & 0x7FFFFF) >> 8 == 0
+
+
+def _group_problem(group: IPv4Address) -> tuple[str, Severity] | None:
+    if not group.is_multicast:
+        return (f"{group} is not a multicast address (224.0.0.0/4; use 239.x.y.z)", Severity.error)
+    if _low23_reserved(group):
+        return (
+            f"{group} maps to the same Ethernet multicast address as 224.0.0.{int(group) & 0xFF}, "
+            "which switches flood to every port; pick a group whose last 23 bits differ "
+            "(e.g. 239.192.0.1)",
+            Severity.error,
+        )
+    if group not in IPv4Network("239.0.0.0/8"):
+        return (
+            f"{group} is outside 239.0.0.0/8, the organisation-local scope recommended here",
+            Severity.warning,
+        )
+    return None
+
+
+def _port_problem(port: int) -> str | None:
+    if not 1024 <= port <= 65534 or port % 2:
+        return f"port {port} must be even and between 1024 and 65534 (udpcast uses it and the next)"
+    return None
+
+
+def _multicast(desired: Desired, where: Where, report: Reporter) -> None:
+    mc = desired.site.multicast
+    if found := _group_problem(mc.group):
+        report.at(where.site, ("multicast", "group"), found[0], found[1])
+    if found_port := _port_problem(mc.port):
+        report.at(where.site, ("multicast", "port"), found_port)
+    for name, batch in desired.batches.items():
+        origin = where.batches[name]
+        if batch.multicast.group is not None and (found := _group_problem(batch.multicast.group)):
+            report.at(origin, ("multicast", "group"), found[0], found[1])
+        if batch.multicast.port is not None and (found_port := _port_problem(batch.multicast.port)):
+            report.at(origin, ("multicast", "port"), found_port)
+
+
+# ------------------------------------------------------------------------- batches
+
+
+def window_bounds(desired: Desired, batch: Batch) -> tuple[datetime, datetime] | None:
+    """The window as aware datetimes, or None when a local time is missing or ambiguous. Pure."""
+    zone = ZoneInfo(batch.window.timezone or desired.site.timezone)
+    start, end = (_aware(t, zone) for t in (batch.window.start, batch.window.end))
+    if start is None or end is None:
+        return None
+    return start, end
+
+
+def _aware(moment: datetime, zone: ZoneInfo) -> datetime | None:
+    if moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=zone) if _local_problem(moment, zone) is None else None
+
+
+def _local_problem(moment: datetime, zone: ZoneInfo) -> str | None:
+    """Why a wall-clock time is not one instant in `zone` (a DST gap or overlap), if it is not."""
+    early = moment.replace(tzinfo=zone, fold=0)
+    late = moment.replace(tzinfo=zone, fold=1)
+    if early.utcoffset() == late.utcoffset():
+        return None
+    roundtrip = early.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None)
+    if roundtrip != moment:
+        return f"{moment.isoformat(timespec='minutes')} does not exist in {zone.key} (clocks skip it at a DST change)"
+    offsets = sorted({str(early.utcoffset()), str(late.utcoffset())})
+    return (
+        f"{moment.isoformat(timespec='minutes')} happens twice in {zone.key} (DST ends); "
+        f"add an offset to say which, e.g. one of {', '.join(_offset(o) for o in offsets)}"
+    )
+
+
+def _offset(text: str) -> str:
+    negative = text.startswith("-")
+    hours, minutes, _ = text.lstrip("-").replace("-1 day, ", "").split(":")
+    return f"{'-' if negative else '+'}{int(hours):02d}:{minutes}"
+
+
+def _batches(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) -> None:
+    site = desired.site
+    windows: dict[str, tuple[datetime, datetime]] = {}
+    targets: dict[str, list[Pc]] = {}
+    for name in sorted(desired.batches):
+        batch, origin = desired.batches[name], where.batches[name]
+        zone = ZoneInfo(batch.window.timezone or site.timezone)
+        for edge in ("start", "end"):
+            moment: datetime = getattr(batch.window, edge)
+            if moment.tzinfo is None and (problem := _local_problem(moment, zone)):
+                report.at(origin, ("window", edge), problem)
+        bounds = window_bounds(desired, batch)
+        if bounds is not None:
+            start, end = bounds
+            if end <= start:
+                report.at(
+                    origin,
+                    ("window", "end"),
+                    f"the window ends ({end.isoformat()}) before or when it starts ({start.isoformat()})",
+                )
+            else:
+                windows[name] = bounds
+                if batch.mode is Mode.multicast and timedelta(seconds=batch.max_wait) > end - start:
+                    report.at(
+                        origin,
+                        ("max_wait",),
+                        "max_wait is longer than the whole window",
+                        Severity.warning,
+                    )
+        chosen = batch_targets(desired, batch)
+        targets[name] = chosen
+        counted = not (set(batch.targets.departments) & where.partial)
+        if batch.clients_to_wait is not None and counted:
+            if batch.mode is Mode.unicast:
+                report.at(
+                    origin,
+                    ("clients_to_wait",),
+                    "clients_to_wait only applies to multicast batches",
+                    Severity.warning,
+                )
+            elif chosen and batch.clients_to_wait > len(chosen):
+                report.at(
+                    origin,
+                    ("clients_to_wait",),
+                    f"clients_to_wait is {batch.clients_to_wait} but the batch targets only {len(chosen)} PCs "
+                    f"(valid: 1 to {len(chosen)})",
+                )
+        if batch.action is Action.capture:
+            if len(chosen) != 1:
+                report.at(
+                    origin,
+                    ("targets",),
+                    f"a capture saves exactly one master PC; this batch targets {len(chosen)}",
+                )
+            if batch.mode is Mode.multicast:
+                report.at(origin, ("mode",), "a capture writes over NFS: use mode: unicast")
+        elif batch.overwrite:
+            report.at(
+                origin,
+                ("overwrite",),
+                "overwrite only applies to capture batches",
+                Severity.warning,
+            )
+        image = desired.images.get(batch.image)
+        if image is not None and batch.action is Action.restore:
+            for pc in chosen:
+                if pc.firmware is not None and pc.firmware != image.firmware:
+                    report.at(
+                        origin,
+                        ("image",),
+                        f"PC {pc.hostname} boots {pc.firmware.value.upper()} but image {image.name!r} "
+                        f"was made for {image.firmware.value.upper()}; it may not boot after restore",
+                        Severity.warning,
+                    )
+                if pc.disk and pc.disk.size and image.disk.size and pc.disk.size < image.disk.size:
+                    report.at(
+                        origin,
+                        ("image",),
+                        f"PC {pc.hostname}'s disk ({pc.disk.size} bytes) is smaller than image "
+                        f"{image.name!r}'s ({image.disk.size} bytes)",
+                        Severity.warning,
+                    )
+    _overlaps(desired, where, windows, targets, report)
+
+
+def _session(desired: Desired, batch: Batch) -> tuple[IPv4Address, int]:
+    mc = desired.site.multicast
+    return (batch.multicast.group or mc.group, batch.multicast.port or mc.port)
+
+
+def _overlaps(
+    desired: Desired,
+    where: Where,
+    windows: dict[str, tuple[datetime, datetime]],
+    targets: dict[str, list[Pc]],
+    report: Reporter,
+) -> None:
+    names = sorted(windows)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            (a_start, a_end), (b_start, b_end) = windows[first], windows[second]
+            if not (a_start < b_end and b_start < a_end):
+                continue
+            a, b = desired.batches[first], desired.batches[second]
+            origin = where.batches[second]
+            there = report.where(where.batches[first], ("window",))
+            if a.mode is Mode.multicast and b.mode is Mode.multicast:
+                (a_group, a_port), (b_group, b_port) = _session(desired, a), _session(desired, b)
+                if a_group == b_group:
+                    report.at(
+                        origin,
+                        ("multicast", "group"),
+                        f"batch {first!r} ({there}) uses multicast group {a_group} in an overlapping "
+                        "window; give each batch its own group",
+                    )
+                if abs(a_port - b_port) < PORT_SPAN:
+                    report.at(
+                        origin,
+                        ("multicast", "port"),
+                        f"batch {first!r} ({there}) uses port {a_port} in an overlapping window; keep ports "
+                        f"at least {PORT_SPAN} apart (2 per partition)",
+                    )
+            shared = sorted(
+                {pc.hostname for pc in targets[first]} & {pc.hostname for pc in targets[second]}
+            )
+            if shared:
+                report.at(
+                    origin,
+                    ("targets",),
+                    f"PC {shared[0]}{f' and {len(shared) - 1} more' if len(shared) > 1 else ''} "
+                    f"also in batch {first!r} ({there}) whose window overlaps; a PC is imaged by one batch at a time",
+                )
+
+
+# ------------------------------------------------------------------------- git, images
+
+
+def _git_policy(desired: Desired, where: Where, report: Reporter) -> None:
+    git = desired.site.git
+    if git.require_signed and not git.allowed_signers:
+        report.at(
+            where.site,
+            ("git", "allowed_signers"),
+            "require_signed is on but no allowed_signers are listed",
+        )
+    for index, signer in enumerate(git.allowed_signers):
+        if (signer.ssh_key is None) == (signer.openpgp_fingerprint is None):
+            report.at(
+                where.site,
+                ("git", "allowed_signers", index),
+                "give exactly one of ssh_key or openpgp_fingerprint",
+            )
+
+
+def _images(desired: Draft | Desired, where: Where, report: Reporter) -> None:
+    for name, image in desired.images.items():
+        integrity = image.integrity
+        if integrity is None:
+            continue
+        origin = where.images[name]
+        if integrity.source.value == "manifest" and not integrity.manifest:
+            report.at(
+                origin,
+                ("integrity", "manifest"),
+                "integrity source is manifest but the manifest is empty",
+            )
+        for file, digest in integrity.manifest.items():
+            if re.fullmatch(r"[0-9a-f]{64}", digest) is None:
+                report.at(
+                    origin,
+                    ("integrity", "manifest", file),
+                    f"{digest!r} is not a SHA-256 (64 lower-case hex digits)",
+                )

@@ -1,0 +1,278 @@
+"""Validate loaded documents into the desired state, collecting every problem in one run.
+
+Two layers: structure (each document against its kind's model, with friendly messages
+for pydantic's errors) and semantics (`reconciler.checks`: references, duplicates, the
+address plan, multicast, windows). Purely computational: positions come from the texts
+already loaded, no file is read here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler import checks
+from reconciler.desired import KINDS, Batch, Department, Desired, Image, Model, Pc, Site
+from reconciler.load import Document, Loaded, Path_, Positions, dotted
+from reconciler.problems import Problem, Severity, errors
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a validated object came from: file and document index."""
+
+    file: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Validation:
+    desired: Desired | None
+    """None when there is any error."""
+    problems: tuple[Problem, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not errors(self.problems)
+
+
+@dataclass
+class Reporter:
+    """Turns (origin, field path, message) into positioned problems."""
+
+    positions: Positions
+    repo_label: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def at(
+        self,
+        origin: Origin | None,
+        path: Path_,
+        message: str,
+        severity: Severity = Severity.error,
+        *,
+        key: bool = False,
+    ) -> None:
+        if origin is None:
+            self.problems.append(Problem(self.repo_label, 1, 1, severity, message, dotted(path)))
+            return
+        line, column = self.positions.of(origin.file, origin.index, path, key=key)
+        self.problems.append(Problem(origin.file, line, column, severity, message, dotted(path)))
+
+    def where(self, origin: Origin, path: Path_) -> str:
+        """'file:line:col' of a place, for messages that name a second place."""
+        line, column = self.positions.of(origin.file, origin.index, path)
+        return f"{origin.file}:{line}:{column}"
+
+
+def run(loaded: Loaded) -> Validation:
+    """Validate everything that was loaded. Pure."""
+    report = Reporter(Positions(loaded.texts), loaded.root)
+    report.problems.extend(loaded.problems)
+    built: list[tuple[Model, Origin]] = []
+    salvaged: set[Origin] = set()
+    declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for document in loaded.documents:
+        before = len(report.problems)
+        model = _structure(document, report, declared)
+        origin = Origin(document.file, document.index)
+        if model is not None:
+            built.append((model, origin))
+            if len(report.problems) > before:
+                salvaged.add(origin)
+    draft, where = _assemble(built, report, declared, salvaged)
+    checks.run(draft, where, declared, report)
+    problems = tuple(sorted(set(report.problems)))
+    if errors(problems) or draft.site is None:
+        return Validation(None, problems)
+    return Validation(Desired(draft.site, draft.images, draft.departments, draft.batches), problems)
+
+
+# ------------------------------------------------------------------------- structure
+
+
+def _structure(document: Document, report: Reporter, declared: dict[str, set[str]]) -> Model | None:
+    origin = Origin(document.file, document.index)
+    data = document.data
+    if not isinstance(data, dict):
+        report.at(origin, (), "a document must be a mapping that starts with 'kind: ...'")
+        return None
+    kind = data.get("kind")
+    if kind not in KINDS:
+        valid = ", ".join(KINDS)
+        if kind is None:
+            report.at(origin, (), f"missing 'kind' (one of: {valid})")
+        else:
+            report.at(
+                origin,
+                ("kind",),
+                f"unknown kind {kind!r}{checks.suggest(str(kind), KINDS)}; valid: {valid}",
+            )
+        return None
+    name = data.get("name")
+    declared[kind].add(name if isinstance(name, str) else "")
+    model_class = KINDS[kind]
+    try:
+        return model_class.model_validate(data)
+    except ValidationError as exc:
+        found = exc.errors(include_url=False)
+        # A typo'd key already says "did you mean 'x'"; "missing 'x'" would only repeat it.
+        typos = {
+            (*tuple(e["loc"][:-1]), _closest(str(e["loc"][-1]), model_class, tuple(e["loc"][:-1])))
+            for e in found
+            if e["type"] == "extra_forbidden"
+        }
+        for error in found:
+            if error["type"] == "missing" and tuple(error["loc"]) in typos:
+                continue
+            _report_pydantic(error, model_class, origin, report)
+        return _salvage(model_class, data)
+
+
+def _salvage(model_class: type[Model], data: dict[str, Any]) -> Model | None:
+    """A department without its broken PCs, so the good ones still take part in the
+    cross-document checks (duplicate MACs, references) of this same run."""
+    if model_class is not Department or not isinstance(data.get("pcs"), list):
+        return None
+    good = []
+    for pc in data["pcs"]:
+        try:
+            Pc.model_validate(pc)
+        except ValidationError:
+            continue
+        good.append(pc)
+    try:
+        return Department.model_validate({**data, "pcs": good})
+    except ValidationError:
+        return None
+
+
+def _closest(given: str, model_class: type[BaseModel], parent: Path_) -> str:
+    found = _model_at(model_class, parent)
+    close = difflib.get_close_matches(
+        given, list(found.model_fields) if found else [], n=1, cutoff=0.6
+    )
+    return close[0] if close else ""
+
+
+def _report_pydantic(
+    error: Any, model_class: type[BaseModel], origin: Origin, report: Reporter
+) -> None:
+    loc: Path_ = tuple(error["loc"])
+    kind = error["type"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        parent = _model_at(model_class, loc[:-1])
+        unknown = str(loc[-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        hint = checks.suggest(unknown, allowed)
+        listing = f"; valid fields here: {', '.join(allowed)}" if allowed else ""
+        report.at(origin, loc, f"unknown field {unknown!r}{hint}{listing}", key=True)
+        return
+    if kind == "missing":
+        report.at(origin, loc, f"missing required field {str(loc[-1])!r}")
+        return
+    if kind in ("enum", "literal_error"):
+        expected = error.get("ctx", {}).get("expected", "")
+        given = error.get("input")
+        options = [part.strip(" '") for part in str(expected).replace(" or ", ",").split(",")]
+        hint = checks.suggest(str(given), options) if isinstance(given, str) else ""
+        report.at(origin, loc, f"{given!r} is not allowed{hint}; expected {expected}")
+        return
+    given = error.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        shown = given if not isinstance(given, dict | list) else type(given).__name__
+        message = f"{message}, got {shown!r}"
+    report.at(origin, loc, message)
+
+
+def _model_at(model_class: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
+    """The model class reached by following `loc` through field annotations."""
+    current: Any = model_class
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _unwrap(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model inside Optional[...], list[...], dict[..., ...]; else the annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, dict, tuple):
+        for arg in reversed(typing.get_args(annotation)):
+            inner = _unwrap(arg)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return annotation
+
+
+# ------------------------------------------------------------------------- assembly
+
+
+@dataclass
+class Where:
+    """Origins of every validated object, for messages about them."""
+
+    site: Origin | None = None
+    images: dict[str, Origin] = field(default_factory=dict)
+    departments: dict[str, Origin] = field(default_factory=dict)
+    batches: dict[str, Origin] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)
+    """Departments kept without their broken PCs: counts over them are not final."""
+
+
+def _assemble(
+    built: list[tuple[Model, Origin]],
+    report: Reporter,
+    declared: dict[str, set[str]],
+    salvaged: set[Origin],
+) -> tuple[checks.Draft, Where]:
+    where = Where()
+    sites: list[tuple[Site, Origin]] = []
+    images: dict[str, Image] = {}
+    departments: dict[str, Department] = {}
+    batches: dict[str, Batch] = {}
+    for model, origin in built:
+        if isinstance(model, Site):
+            sites.append((model, origin))
+            continue
+        assert isinstance(model, Image | Department | Batch)
+        table: dict[str, Any] = {Image: images, Department: departments, Batch: batches}[
+            type(model)
+        ]
+        origins = {Image: where.images, Department: where.departments, Batch: where.batches}[
+            type(model)
+        ]
+        name = model.name
+        if name in table:
+            first = report.where(origins[name], ("name",))
+            report.at(
+                origin, ("name",), f"{model.kind} {name!r} is defined twice; first at {first}"
+            )
+            continue
+        table[name] = model
+        origins[name] = origin
+        if isinstance(model, Department) and origin in salvaged:
+            where.partial.add(name)
+    for _site, origin in sites[1:]:
+        first = report.where(sites[0][1], ("kind",))
+        report.at(
+            origin, ("kind",), f"a second Site document; a repo has exactly one (first at {first})"
+        )
+    if not sites:
+        if not declared["Site"]:  # a Site with errors was already reported as such
+            report.at(None, (), "no 'kind: Site' document: a site repo needs exactly one")
+        return checks.Draft(None, images, departments, batches), where
+    site, where.site = sites[0]
+    return checks.Draft(site, images, departments, batches), where
