@@ -248,12 +248,12 @@ def _assemble(
             sites.append((model, origin))
             continue
         assert isinstance(model, Image | Department | Batch)
-        table: dict[str, Any] = {Image: images, Department: departments, Batch: batches}[
-            type(model)
-        ]
-        origins = {Image: where.images, Department: where.departments, Batch: where.batches}[
-            type(model)
-        ]
+        tables: dict[type[Model], tuple[dict[str, Any], dict[str, Origin]]] = {
+            Image: (images, where.images),
+            Department: (departments, where.departments),
+            Batch: (batches, where.batches),
+        }
+        table, origins = tables[type(model)]
         name = model.name
         if name in table:
             first = report.where(origins[name], ("name",))
