@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module in reconciler.commands registers its own subcommand.
-COMMANDS = ("validate", "schema")
+COMMANDS = ("validate", "schema", "audit")
 
 
 def parser() -> argparse.ArgumentParser:
