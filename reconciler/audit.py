@@ -15,25 +15,30 @@ keys, no spaces, UTF-8) ending in a newline, with the fields
     hash     sha256 of the line's canonical JSON without the `hash` key (so a changed line
              is named by itself, not only by the broken link after it)
 
-Writing (`AuditLog`): one writer at a time (flock on the log file); the line is written in
-one O_APPEND write and fsynced, and the directory fsynced when the file is new, before
-`append` returns, so each line is on disk before the next action starts. A line cut short by
-a crash (no newline) is found by the next writer, copied to `audit.jsonl.torn-SEQ-HASH`,
-removed from the log and recorded as `torn_tail_recovered`: its bytes are kept, and the
-chain stays whole.
+Writing (`AuditLog`): one writer at a time (flock on the log file, queued through
+`audit.jsonl.gate` so a busy writer cannot starve the others); the line is written in one
+O_APPEND write and fsynced, and the directory fsynced when the file is new, before `append`
+returns, so each line is on disk before the next action starts (as far as the disk honours
+flushes: the tests prove the order of write, fsync and return, not survival of a power cut).
+A line cut short by a crash (no newline) is found by the next writer, copied to
+`audit.jsonl.torn-SEQ-HASH`, removed from the log and recorded as `torn_tail_recovered`:
+its bytes are kept, and the chain stays whole.
 
 The head record (ROOT/var/lib/kitting/audit.head: last seq and the sha256 of the last line)
-is replaced atomically after every append. What it can and cannot prove:
+is replaced atomically after every append, after the line is on disk, so it can lag the log
+but never lead it. What it can and cannot prove:
 
 - It catches a tail that was cut off (the file ends before the head's seq), and an edit of
   the last lines, including a forged tail whose hash chain was recomputed, as long as the
   head itself was left alone. That covers accidents (an old backup restored, a careless
   `head -n`, a file system that lost the end) and people who did not know it was there.
-- It proves nothing against someone who can write the state directory: they rewrite the
-  head together with the log. A chain stored on the same machine is tamper-evident only
-  against edits that are not also re-chained. The defence is an anchor kept elsewhere:
-  `verify` prints "SEQ:SHA256" of the last line; give it back later as `--anchor` (from a
-  git note, a ticket, a remote syslog) and any rewrite of lines up to SEQ is found.
+- It proves nothing against someone who can write the state directory (root on this
+  server): they rewrite the head together with a re-chained log, and nothing stored here
+  can tell. The defence is an anchor kept elsewhere: `verify` prints "SEQ:SHA256" of the
+  last line; give it back later as `--anchor` (from a git note, a ticket, a remote syslog)
+  and any rewrite of lines up to SEQ is found. Lines after the newest anchor, or forged
+  lines appended at the end, stay undetectable; only sending each line off the machine as
+  it is written would close that.
 - The head lags the log by one line when a writer dies between the two writes; that is
   consistent (the head witnessed a prefix) and is repaired by the next append.
 
@@ -60,6 +65,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -349,10 +355,10 @@ class Anchor:
 
     @classmethod
     def parse(cls, text: str) -> Anchor:
-        seq, _, digest = text.strip().partition(":")
-        if not seq.isdigit() or int(seq) < 1 or not _HEX64.fullmatch(digest.lower()):
+        match = re.fullmatch(r"([1-9][0-9]*):([0-9a-f]{64})", text.strip().lower())
+        if match is None:
             raise ValueError(f"anchor must be SEQ:SHA256 (e.g. 42:{'ab' * 32}), got {text!r}")
-        return cls(int(seq), digest.lower())
+        return cls(int(match.group(1)), match.group(2))
 
 
 # ---------------------------------------------------------------- verification (pure)
@@ -390,6 +396,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class Report:
+    """What `verify` found. `last_seq:last_sha256` is the anchor to keep off the server."""
+
     lines: int
     last_seq: int
     last_sha256: str
@@ -436,7 +444,7 @@ def verify_lines(
             problems.append(Finding(0, Kind.head_mismatch, f"{exc}: truncation is not checked"))
     found_hash: dict[int, tuple[int, str]] = {}  # seq -> (line, line_hash), first occurrence
     order: list[tuple[int, int | None]] = []  # (line, seq or None when unreadable)
-    expected_prev, count, last_sha = ZERO_HASH, 0, ZERO_HASH
+    expected_prev, complete, last_sha = ZERO_HASH, 0, ZERO_HASH
     for number, raw in enumerate(lines, start=1):
         sha = line_hash(raw)
         if not raw.endswith(b"\n"):
@@ -449,7 +457,7 @@ def verify_lines(
                 )
             )
             break
-        count, last_sha = number, sha
+        complete, last_sha = number, sha
         try:
             entry = decode(raw, number)
         except ValueError as exc:
@@ -495,12 +503,12 @@ def verify_lines(
     last_seq = max(seqs, default=0)
     problems.extend(
         _head_findings(
-            head, head_value, last_seq=last_seq, lines=count, found=found_hash, warnings=warnings
+            head, head_value, last_seq=last_seq, lines=complete, found=found_hash, warnings=warnings
         )
     )
     for anchor in anchors:
         problems.extend(_anchor_findings(anchor, last_seq, found_hash))
-    return Report(count, last_seq, last_sha, tuple(sorted(problems)), tuple(warnings))
+    return Report(complete, last_seq, last_sha, tuple(sorted(problems)), tuple(warnings))
 
 
 def _sequence_findings(order: Sequence[tuple[int, int | None]]) -> Iterator[Finding]:
@@ -522,9 +530,13 @@ def _sequence_findings(order: Sequence[tuple[int, int | None]]) -> Iterator[Find
                 elsewhere = present[lo:hi]
                 absent = seq - before - 1 - len(elsewhere)
                 if absent:
-                    gaps = [s for s in range(before + 1, seq) if s not in lines_of][:1000]
+                    # islice: a forged seq of 10**12 must not make us count to it.
+                    gaps = list(
+                        islice((s for s in range(before + 1, seq) if s not in lines_of), 5000)
+                    )
+                    more = ", ..." if absent > len(gaps) else ""
                     yield Finding(
-                        line, Kind.removed, f"{head}: seq {_ranges(gaps)} missing (removed)"
+                        line, Kind.removed, f"{head}: seq {_ranges(gaps)}{more} missing (removed)"
                     )
                 if elsewhere:
                     where = ", ".join(f"{s} at line {lines_of[s][0]}" for s in elsewhere[:5])
@@ -685,18 +697,37 @@ class AuditLockTimeout(TimeoutError):
     """Another writer held the log longer than allowed."""
 
 
-def _lock(fd: int, mode: int, timeout: float, path: Path) -> None:
+def _lock(fd: int, mode: int, deadline: float, path: Path) -> None:
     # Polling with a deadline rather than a blocking flock: a stuck writer must not hang
     # every other command forever.
-    deadline = _time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             if _time.monotonic() >= deadline:
-                raise AuditLockTimeout(f"{path} stayed locked for {timeout:g} s") from None
-            _time.sleep(0.005)
+                raise AuditLockTimeout(f"{path} stayed locked too long") from None
+            _time.sleep(0.002)
+
+
+@contextmanager
+def _turn(log: Path, deadline: float) -> Iterator[None]:
+    """Wait at a gate before waiting for the log's lock, and hold it only until then.
+
+    Without it a writer doing a burst of appends re-takes the lock microseconds after
+    releasing it, and a polling waiter almost never finds it free (measured: two writers ran
+    strictly one after the other). Whoever holds the gate is next, so turns alternate."""
+    gate = log.with_name(f"{log.name}.gate")
+    try:
+        fd = os.open(gate, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+    except OSError:  # e.g. a reader without write access: no fairness, still correct
+        yield
+        return
+    try:
+        _lock(fd, fcntl.LOCK_EX, deadline, gate)
+        yield
+    finally:
+        os.close(fd)  # releases the gate
 
 
 @contextmanager
@@ -708,7 +739,9 @@ def _shared(path: Path, timeout: float) -> Iterator[int | None]:
         yield None
         return
     try:
-        _lock(fd, fcntl.LOCK_SH, timeout, path)
+        deadline = _time.monotonic() + timeout
+        with _turn(path, deadline):
+            _lock(fd, fcntl.LOCK_SH, deadline, path)
         yield fd
     finally:
         os.close(fd)
@@ -920,18 +953,17 @@ class AuditLog:
     def _locked(self) -> Iterator[int]:
         deadline = _time.monotonic() + self._lock_timeout
         while True:
-            if _time.monotonic() > deadline:
-                raise AuditLockTimeout(
-                    f"{self.log} kept being replaced for {self._lock_timeout:g} s"
-                )
             fd = self._open_fd()
-            _lock(fd, fcntl.LOCK_EX, max(deadline - _time.monotonic(), 0.0), self.log)
+            with _turn(self.log, deadline):
+                _lock(fd, fcntl.LOCK_EX, deadline, self.log)
             if self._still_the_log(fd):
                 break
             # Replaced or removed while we waited (an editor's save, a `mv`): our lock and
             # descriptor belong to a file nobody reads any more. Start again on the new one.
             fcntl.flock(fd, fcntl.LOCK_UN)
             self.close()
+            if _time.monotonic() >= deadline:
+                raise AuditLockTimeout(f"{self.log} kept being replaced")
         try:
             yield fd
         finally:
