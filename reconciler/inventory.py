@@ -72,7 +72,8 @@ class Inventory:
     files: Mapping[str, Entry] = field(default_factory=dict)
     firewall: FirewallRecord | None = None
     commit: str = ""
-    """The site-repo commit last applied successfully."""
+    """The site-repo commit of the last apply that changed the server and fully succeeded
+    (an apply with nothing to do writes nothing, not even this)."""
 
     def owns(self, path: str) -> bool:
         return path in self.files
