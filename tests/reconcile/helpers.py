@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import pytest
 
 from reconciler import apply, facts, inventory, plan
 from reconciler.facts import FirewallReader, LiveFirewall
@@ -17,6 +13,9 @@ from reconciler.live_firewall import NoFirewall
 from reconciler.preflight import Outcome, Preflight, Rejection
 from reconciler.rendered import Artifact, Check, Effect, Rendered, Service
 from reconciler.services import NoServices, ServiceError, ServiceManager
+
+RequirePrograms = Callable[..., None]
+"""The shared `require_programs` fixture (tests/conftest.py)."""
 
 LAYOUT = Layout()
 HOSTS = LAYOUT.dhcp_hosts_dir  # /etc/kitting/dhcp-hosts
@@ -169,18 +168,3 @@ def apply_once(
         on_result=on_result,
     )
     return built, report
-
-
-def require_programs(*programs: str, root: bool = False) -> None:
-    """Integration tests need real programs: fail where they must run, skip elsewhere."""
-    missing = [p for p in programs if shutil.which(p) is None]
-    problem = ""
-    if missing:
-        problem = f"needs {', '.join(missing)} (not installed)"
-    elif root and os.geteuid() != 0:
-        problem = "needs root (network namespaces)"
-    if not problem:
-        return
-    if os.environ.get("KITTING_REQUIRE_INTEGRATION") == "1" or os.geteuid() == 0:
-        pytest.fail(problem)
-    pytest.skip(problem)

@@ -18,14 +18,14 @@ from reconciler.plan import ApplyFirewall, NoOp
 from reconciler.runner import Completed, run
 from reconciler.services import SystemdServices
 
-from .helpers import LAYOUT, NFT, apply_once, nft_file, rendered, require_programs
+from .helpers import LAYOUT, NFT, RequirePrograms, apply_once, nft_file, rendered
 
 RULES = (Path(__file__).parent.parent / "cases/facts/kitting.nft").read_text()
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    require_programs("ip", "nft", root=True)
+def netns(require_programs: RequirePrograms) -> Iterator[str]:
+    require_programs("ip", "nft")
     name = f"kitting-fw-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
     try:

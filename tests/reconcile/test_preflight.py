@@ -14,7 +14,7 @@ from reconciler.preflight import Outcome, Rejection
 from reconciler.rendered import Artifact, Check, Service
 from reconciler.runner import NOT_FOUND, Completed, run
 
-from .helpers import HOSTS, LAYOUT, MAIN, NFT, main_conf, nft_file, require_programs, reservation
+from .helpers import HOSTS, LAYOUT, MAIN, NFT, RequirePrograms, main_conf, nft_file, reservation
 
 SSHD_DROPIN = LAYOUT.sshd_dropin
 
@@ -255,8 +255,8 @@ def in_fresh_netns(argv: Sequence[str], *, timeout: float = 60.0) -> Completed:
 
 
 @pytest.mark.integration
-def test_real_dnsmasq_names_the_line_and_origin() -> None:
-    require_programs("dnsmasq", "unshare", root=True)
+def test_real_dnsmasq_names_the_line_and_origin(require_programs: RequirePrograms) -> None:
+    require_programs("dnsmasq", "unshare")
     main = main_conf(
         "port=0\ninterface=e0\ndhcp-range=192.168.100.50,192.168.100.99,12h\nlease-tiem=5\n",
         origins=(
@@ -273,8 +273,8 @@ def test_real_dnsmasq_names_the_line_and_origin() -> None:
 
 
 @pytest.mark.integration
-def test_real_dnsmasq_judges_reservations_across_files() -> None:
-    require_programs("dnsmasq", "unshare", root=True)
+def test_real_dnsmasq_judges_reservations_across_files(require_programs: RequirePrograms) -> None:
+    require_programs("dnsmasq", "unshare")
     everything = hosts_pair()
     outcome = preflight.check(
         list(everything.values()), everything, layout=LAYOUT, runner=in_fresh_netns
@@ -298,8 +298,8 @@ def test_real_dnsmasq_judges_reservations_across_files() -> None:
 
 
 @pytest.mark.integration
-def test_real_nft_names_the_line_and_origin() -> None:
-    require_programs("nft", "unshare", root=True)
+def test_real_nft_names_the_line_and_origin(require_programs: RequirePrograms) -> None:
+    require_programs("nft", "unshare")
     text = (
         "table inet kitting {\n"
         "\tchain input {\n"
@@ -330,8 +330,8 @@ def test_real_nft_names_the_line_and_origin() -> None:
 
 
 @pytest.mark.integration
-def test_real_sshd_names_the_line_and_origin() -> None:
-    require_programs("sshd", "unshare", root=True)
+def test_real_sshd_names_the_line_and_origin(require_programs: RequirePrograms) -> None:
+    require_programs("sshd", "unshare")
     bad = sshd_dropin("PasswordAuthentication no\nPermitRootLogin maybe\n")
     outcome = preflight.check([bad], {SSHD_DROPIN: bad}, layout=LAYOUT, runner=in_fresh_netns)
     assert outcome.rejections == (
@@ -340,8 +340,8 @@ def test_real_sshd_names_the_line_and_origin() -> None:
 
 
 @pytest.mark.integration
-def test_real_checkers_accept_good_files() -> None:
-    require_programs("dnsmasq", "nft", "sshd", "unshare", root=True)
+def test_real_checkers_accept_good_files(require_programs: RequirePrograms) -> None:
+    require_programs("dnsmasq", "nft", "sshd", "unshare")
     good = [
         main_conf("port=0\ninterface=e0\ndhcp-range=192.168.100.50,192.168.100.99,12h\n"),
         reservation("pc-1", "aa:bb:cc:dd:ee:01,192.168.100.11,pc-1"),
