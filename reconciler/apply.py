@@ -183,14 +183,16 @@ class _Applier:
                 if write.previous is None:
                     self.host.remove(write.path)
                 else:
-                    mode = write.previous_mode or write.artifact.mode
+                    mode = (
+                        write.artifact.mode if write.previous_mode is None else write.previous_mode
+                    )
                     self.host.write_atomic(write.path, write.previous, mode)
             except (OSError, ValueError) as error:
                 self.emit(Result("write", write.path, Status.failed, "RollbackFailed", str(error)))
                 restored = False
         for remove in reversed(removes):
             try:
-                mode = remove.previous_mode or 0o644
+                mode = 0o644 if remove.previous_mode is None else remove.previous_mode
                 self.host.write_atomic(remove.path, remove.previous, mode)
             except (OSError, ValueError) as error:
                 message = str(error)
@@ -311,8 +313,10 @@ def run(
     commit: str = "",
     on_result: OnResult | None = None,
 ) -> Report:
-    """Carry out `plan` (built from `facts` and `rendered`); never raises for a failed
-    action: every outcome is a Result. `firewall` reads the table back after loading it,
+    """Carry out `plan` (built from `facts` and `rendered`). A failed action does not
+    raise: every outcome is a Result. Only a failure to write the inventory itself (or an
+    exception from `on_result`) propagates, and stops the apply there: acting without
+    recording ownership is not allowed. `firewall` reads the table back after loading it,
     so the next observe can tell a hand edit from our own load."""
     applier = _Applier(
         facts,
