@@ -32,18 +32,20 @@ def mac(value: object) -> str:
     if not any(form.match(text) for form in _MAC_FORMS):
         if re.fullmatch(r"[0-9a-fA-F:.-]+", text):
             count = len(re.sub(r"[^0-9a-fA-F]", "", text))
-            raise ValueError(
-                f"{value!r} is not a MAC address: it has {count} hex digits in a wrong "
-                f"grouping; expected 12 ({MAC_FORMS_HINT})"
-            )
+            problem = f"it has {count} hex digits" if count != 12 else "its digits are grouped wrongly"
+            raise ValueError(f"{value!r} is not a MAC address: {problem}; expected {MAC_FORMS_HINT}")
         raise ValueError(f"{value!r} is not a MAC address (expected {MAC_FORMS_HINT})")
     digits = re.sub(r"[^0-9a-fA-F]", "", text).lower()
     octets = [digits[i : i + 2] for i in range(0, 12, 2)]
     normalized = ":".join(octets)
     if digits == "0" * 12:
-        raise ValueError(f"{value!r} is the all-zero MAC address, which no NIC has")
+        raise ValueError(
+            f"{value!r} is the all-zero MAC address, which no NIC has; use the NIC's own address"
+        )
     if digits == "f" * 12:
-        raise ValueError(f"{value!r} is the broadcast address, not a NIC's MAC address")
+        raise ValueError(
+            f"{value!r} is the broadcast address, not a NIC's MAC address; use the NIC's own address"
+        )
     if int(octets[0], 16) & 1:
         raise ValueError(
             f"{value!r} is a multicast (group) address: its first octet is odd; "
@@ -69,7 +71,7 @@ def hostname(value: str) -> str:
         raise ValueError(f"hostname {value!r} is {len(value)} characters long; at most 63")
     if value.startswith("-") or value.endswith("-"):
         raise ValueError(f"hostname {value!r} must not start or end with a hyphen")
-    if _LABEL.match(value) is None:
+    if _LABEL.fullmatch(value) is None:
         raise ValueError(
             f"hostname {value!r} may contain only letters, digits and hyphens (RFC 1123, one label)"
         )
@@ -83,7 +85,7 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 def name(value: str) -> str:
     """A name of a site, department or batch: lower-case letters, digits, inner hyphens."""
-    if _NAME.match(value) is None:
+    if _NAME.fullmatch(value) is None:
         raise ValueError(
             f"{value!r} is not a valid name: use 1-63 lower-case letters, digits and inner "
             "hyphens (e.g. 'sales', 'spring-2026')"
@@ -97,7 +99,7 @@ RESERVED_IMAGE_NAMES = frozenset({"logs", "lost+found"})
 
 def image_name(value: str) -> str:
     """A directory directly under the images root; never '..', a path, or a reserved name."""
-    if _IMAGE.match(value) is None or ".." in value:
+    if _IMAGE.fullmatch(value) is None or ".." in value:
         raise ValueError(
             f"{value!r} is not a valid image name: it is a directory directly under the images "
             "root, so use 1-100 letters, digits, '.', '_' and '-', starting with a letter or "
@@ -112,7 +114,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
 
 
 def interface(value: str) -> str:
-    if _IFNAME.match(value) is None:
+    if _IFNAME.fullmatch(value) is None:
         raise ValueError(
             f"{value!r} is not a network interface name: 1-15 letters, digits, '.', '_', '-'"
         )
@@ -129,7 +131,7 @@ def _no_dot_segments(value: str) -> bool:
 
 
 def absolute_path(value: str) -> str:
-    if _ABS.match(value) is None or not _no_dot_segments(value):
+    if _ABS.fullmatch(value) is None or not _no_dot_segments(value):
         raise ValueError(
             f"{value!r} is not a safe absolute path: start with '/', use letters, digits, "
             "'.', '_', '+', '-' in each part, no '..' and no trailing '/'"
@@ -138,7 +140,7 @@ def absolute_path(value: str) -> str:
 
 
 def relative_path(value: str) -> str:
-    if _REL.match(value) is None or not _no_dot_segments(value):
+    if _REL.fullmatch(value) is None or not _no_dot_segments(value):
         raise ValueError(
             f"{value!r} is not a safe relative path: letters, digits, '.', '_', '+', '-' in "
             "each '/'-separated part, not starting with '/' or '.', no '..'"
@@ -153,7 +155,7 @@ _DEVICE = re.compile(
 
 
 def disk_device(value: str) -> str:
-    if _DEVICE.match(value) is None:
+    if _DEVICE.fullmatch(value) is None:
         raise ValueError(
             f"{value!r} is not a whole-disk device name: expected e.g. sda, nvme0n1, vda, "
             "mmcblk0 (no /dev/ prefix, no partition number)"
