@@ -68,16 +68,17 @@ class PcAt:
 
 def run(draft: Draft, where: Where, declared: dict[str, set[str]], report: Reporter) -> None:
     pcs = list(_pcs(draft, where))
+    targets = {name: batch_targets(draft, batch, pcs) for name, batch in draft.batches.items()}
     _identities(draft, pcs, report)
-    _references(draft, where, declared, report)
-    _hostname_lengths(draft, pcs, report)
+    _references(draft, where, declared, pcs, report)
+    _hostname_lengths(draft, pcs, targets, report)
     _images(draft, where, report)
     if draft.site is None:
         return
     desired = Desired(draft.site, draft.images, draft.departments, draft.batches)
     _address_plan(desired, where, pcs, report)
     _multicast(desired, where, report)
-    _batches(desired, where, pcs, report)
+    _batches(desired, where, targets, report)
     _git_policy(desired, where, report)
 
 
@@ -85,6 +86,12 @@ def _pcs(desired: Draft | Desired, where: Where) -> Iterator[PcAt]:
     for name in sorted(desired.departments):
         for index, pc in enumerate(desired.departments[name].pcs):
             yield PcAt(name, index, pc, where.departments[name])
+
+
+def _hosts(subnet: IPv4Network) -> str:
+    if subnet.prefixlen >= 31:
+        return f"{subnet.network_address} to {subnet.broadcast_address}"
+    return f"{subnet.network_address + 1} to {subnet.broadcast_address - 1}"
 
 
 # ------------------------------------------------------------------------- address plan
@@ -101,10 +108,19 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
 
     def inside(address: IPv4Address, path: tuple[str | int, ...], what: str) -> bool:
         if address not in subnet:
-            report.at(at, path, f"{what} {address} is outside the kitting subnet {subnet}")
+            report.at(
+                at,
+                path,
+                f"{what} {address} is outside the kitting subnet {subnet} "
+                f"(valid: {_hosts(subnet)})",
+            )
             return False
         if address in reserved and subnet.prefixlen < 31:
-            report.at(at, path, f"{what} {address} is {reserved[address]} of {subnet}")
+            report.at(
+                at,
+                path,
+                f"{what} {address} is {reserved[address]} of {subnet} (valid: {_hosts(subnet)})",
+            )
             return False
         return True
 
@@ -141,7 +157,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
                 report.at(
                     at,
                     ("network", "dhcp", "pool"),
-                    f"the pool starts ({pool.start}) after it ends ({pool.end})",
+                    f"the pool starts ({pool.start}) after it ends ({pool.end}); "
+                    "start must not be after end",
                 )
             else:
                 pool_ok = True
@@ -164,7 +181,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             report.at(
                 at,
                 ("network", "admin_range"),
-                f"the admin range starts ({admin.start}) after it ends ({admin.end})",
+                f"the admin range starts ({admin.start}) after it ends ({admin.end}); "
+                "start must not be after end",
             )
         elif (
             ok
@@ -176,7 +194,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             report.at(
                 at,
                 ("network", "admin_range"),
-                f"the admin range {admin.start}-{admin.end} overlaps the DHCP pool {pool.start}-{pool.end}",
+                f"the admin range {admin.start}-{admin.end} overlaps the DHCP pool "
+                f"{pool.start}-{pool.end}; they must not share addresses",
             )
     for network in site.firewall.production_networks:
         if network.overlaps(subnet):
@@ -201,16 +220,22 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             )
             continue
         if ip not in subnet:
-            report.at(item.origin, path, f"{ip} is outside the kitting subnet {subnet}")
+            report.at(
+                item.origin,
+                path,
+                f"{ip} is outside the kitting subnet {subnet} (valid: {_hosts(subnet)})",
+            )
             continue
         if ip in reserved:
-            report.at(item.origin, path, f"{ip} is {reserved[ip]} of {subnet}")
+            report.at(
+                item.origin, path, f"{ip} is {reserved[ip]} of {subnet} (valid: {_hosts(subnet)})"
+            )
             continue
         if ip == site.server.address:
-            report.at(item.origin, path, f"{ip} is the server's address")
+            report.at(item.origin, path, f"{ip} is the server's address; give the PC another one")
             continue
         if ip == net.gateway:
-            report.at(item.origin, path, f"{ip} is the gateway's address")
+            report.at(item.origin, path, f"{ip} is the gateway's address; give the PC another one")
             continue
         if ip in fixed:
             other = fixed[ip]
@@ -218,7 +243,7 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
                 item.origin,
                 path,
                 f"IP {ip} is also the fixed IP of {other.pc.hostname} at "
-                f"{report.where(other.origin, (*other.path, 'ip'))}",
+                f"{report.where(other.origin, (*other.path, 'ip'))}; fixed IPs must be unique",
             )
             continue
         fixed[ip] = item
@@ -231,7 +256,10 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             )
         if admin is not None and admin.start <= ip <= admin.end:
             report.at(
-                item.origin, path, f"{ip} is inside the admin range {admin.start}-{admin.end}"
+                item.origin,
+                path,
+                f"{ip} is inside the admin range {admin.start}-{admin.end}, which is kept for "
+                "admin terminals; pick an address outside it",
             )
     if pool_ok and pool is not None:
         dynamic = sum(1 for item in pcs if item.pc.ip is None)
@@ -262,7 +290,8 @@ def _identities(desired: Draft | Desired, pcs: list[PcAt], report: Reporter) -> 
                     item.origin,
                     path,
                     f"MAC {mac} is also listed for {owner} at "
-                    f"{report.where(other.origin, (*other.path, 'macs', other_index))}",
+                    f"{report.where(other.origin, (*other.path, 'macs', other_index))}; "
+                    "a MAC belongs to one PC, once",
                 )
                 continue
             macs[mac] = (item, m_index)
@@ -284,12 +313,16 @@ def _identities(desired: Draft | Desired, pcs: list[PcAt], report: Reporter) -> 
 
 
 def _references(
-    desired: Draft | Desired, where: Where, declared: dict[str, set[str]], report: Reporter
+    desired: Draft | Desired,
+    where: Where,
+    declared: dict[str, set[str]],
+    pcs: list[PcAt],
+    report: Reporter,
 ) -> None:
     images = declared["Image"] | set(desired.images)
     departments = declared["Department"] | set(desired.departments)
-    hostnames = {item.pc.hostname.casefold() for item in _pcs(desired, where)}
-    all_hostnames = [item.pc.hostname for item in _pcs(desired, where)]
+    hostnames = {item.pc.hostname.casefold() for item in pcs}
+    all_hostnames = [item.pc.hostname for item in pcs]
     for name, dept in desired.departments.items():
         if dept.image is not None and dept.image not in images:
             report.at(
@@ -312,36 +345,46 @@ def _references(
                 report.at(
                     origin,
                     ("targets", "departments", index),
-                    f"department {dept_name!r} is not defined{suggest(dept_name, sorted(departments))}",
+                    f"department {dept_name!r} is not defined{suggest(dept_name, sorted(departments))}; "
+                    f"defined departments: {', '.join(sorted(departments)) or 'none'}",
                 )
         for index, hostname in enumerate(batch.targets.pcs):
             if hostname.casefold() not in hostnames:
                 report.at(
                     origin,
                     ("targets", "pcs", index),
-                    f"no PC has hostname {hostname!r}{suggest(hostname, all_hostnames)}",
+                    f"no PC has hostname {hostname!r}{suggest(hostname, all_hostnames)}; "
+                    "list hostnames of PCs defined in a department",
                 )
         if not batch.targets.departments and not batch.targets.pcs:
             report.at(origin, ("targets",), "a batch needs targets: departments and/or pcs")
 
 
-def batch_targets(desired: Draft | Desired, batch: Batch) -> list[Pc]:
-    """The PCs a batch targets, each once, in department then file order. Pure."""
+def batch_targets(
+    desired: Draft | Desired, batch: Batch, pcs: Iterable[PcRef | PcAt] | None = None
+) -> list[Pc]:
+    """The PCs a batch targets, each once, in department then file order. Pure.
+
+    `pcs` is every PC in that order (`desired.pcs()`); pass it when calling this for many
+    batches, so that the list is built once.
+    """
     wanted_depts = set(batch.targets.departments)
     wanted_hosts = {h.casefold() for h in batch.targets.pcs}
     return [
         ref.pc
-        for ref in desired.pcs()
+        for ref in (desired.pcs() if pcs is None else pcs)
         if ref.department in wanted_depts or ref.pc.hostname.casefold() in wanted_hosts
     ]
 
 
-def _hostname_lengths(desired: Draft | Desired, pcs: list[PcAt], report: Reporter) -> None:
+def _hostname_lengths(
+    desired: Draft | Desired, pcs: list[PcAt], targets: dict[str, list[Pc]], report: Reporter
+) -> None:
     windows_images = {name for name, image in desired.images.items() if image.os.is_windows}
     batch_images: dict[str, set[str]] = {}
-    for batch in desired.batches.values():
+    for name, batch in desired.batches.items():
         if batch.action is Action.restore:
-            for pc in batch_targets(desired, batch):
+            for pc in targets[name]:
                 batch_images.setdefault(pc.hostname.casefold(), set()).add(batch.image)
     for item in pcs:
         hostname = item.pc.hostname
@@ -437,26 +480,31 @@ def _local_problem(moment: datetime, zone: ZoneInfo) -> str | None:
     late = moment.replace(tzinfo=zone, fold=1)
     if early.utcoffset() == late.utcoffset():
         return None
-    roundtrip = early.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None)
-    if roundtrip != moment:
-        return f"{moment.isoformat(timespec='minutes')} does not exist in {zone.key} (clocks skip it at a DST change)"
-    offsets = sorted({str(early.utcoffset()), str(late.utcoffset())})
+    text = moment.isoformat(timespec="minutes")
+    after = early.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None)
+    if after != moment:
+        return (
+            f"{text} does not exist in {zone.key}: clocks skip it at a DST change; "
+            f"use a time after the change, e.g. {after.isoformat(timespec='minutes')}"
+        )
     return (
-        f"{moment.isoformat(timespec='minutes')} happens twice in {zone.key} (DST ends); "
-        f"add an offset to say which, e.g. one of {', '.join(_offset(o) for o in offsets)}"
+        f"{text} happens twice in {zone.key}: clocks go back at a DST change; add an offset "
+        f"to say which: {text}{_offset(early.utcoffset())} (the first) or "
+        f"{text}{_offset(late.utcoffset())} (the second)"
     )
 
 
-def _offset(text: str) -> str:
-    negative = text.startswith("-")
-    hours, minutes, _ = text.lstrip("-").replace("-1 day, ", "").split(":")
-    return f"{'-' if negative else '+'}{int(hours):02d}:{minutes}"
+def _offset(offset: timedelta | None) -> str:
+    minutes = int((offset or timedelta()).total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _batches(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) -> None:
+def _batches(
+    desired: Desired, where: Where, targets: dict[str, list[Pc]], report: Reporter
+) -> None:
     site = desired.site
     windows: dict[str, tuple[datetime, datetime]] = {}
-    targets: dict[str, list[Pc]] = {}
     for name in sorted(desired.batches):
         batch, origin = desired.batches[name], where.batches[name]
         zone = ZoneInfo(batch.window.timezone or site.timezone)
@@ -471,7 +519,8 @@ def _batches(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) 
                 report.at(
                     origin,
                     ("window", "end"),
-                    f"the window ends ({end.isoformat()}) before or when it starts ({start.isoformat()})",
+                    f"the window ends ({end.isoformat()}) before or when it starts "
+                    f"({start.isoformat()}); end must be after start",
                 )
             else:
                 windows[name] = bounds
@@ -479,18 +528,18 @@ def _batches(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) 
                     report.at(
                         origin,
                         ("max_wait",),
-                        "max_wait is longer than the whole window",
+                        f"max_wait ({batch.max_wait} s) is longer than the whole window "
+                        f"({int((end - start).total_seconds())} s); shorten it or widen the window",
                         Severity.warning,
                     )
-        chosen = batch_targets(desired, batch)
-        targets[name] = chosen
+        chosen = targets[name]
         counted = not (set(batch.targets.departments) & where.partial)
         if batch.clients_to_wait is not None and counted:
             if batch.mode is Mode.unicast:
                 report.at(
                     origin,
                     ("clients_to_wait",),
-                    "clients_to_wait only applies to multicast batches",
+                    "clients_to_wait only applies to multicast batches: remove it",
                     Severity.warning,
                 )
             elif chosen and batch.clients_to_wait > len(chosen):
@@ -513,7 +562,7 @@ def _batches(desired: Desired, where: Where, pcs: list[PcAt], report: Reporter) 
             report.at(
                 origin,
                 ("overwrite",),
-                "overwrite only applies to capture batches",
+                "overwrite only applies to capture batches: remove it",
                 Severity.warning,
             )
         image = desired.images.get(batch.image)
@@ -551,6 +600,7 @@ def _overlaps(
     report: Reporter,
 ) -> None:
     names = sorted(windows)
+    hostnames = {name: {pc.hostname for pc in targets[name]} for name in names}
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
             (a_start, a_end), (b_start, b_end) = windows[first], windows[second]
@@ -575,9 +625,7 @@ def _overlaps(
                         f"batch {first!r} ({there}) uses port {a_port} in an overlapping window; keep ports "
                         f"at least {PORT_SPAN} apart (2 per partition)",
                     )
-            shared = sorted(
-                {pc.hostname for pc in targets[first]} & {pc.hostname for pc in targets[second]}
-            )
+            shared = sorted(hostnames[first] & hostnames[second])
             if shared:
                 report.at(
                     origin,
@@ -596,7 +644,7 @@ def _git_policy(desired: Desired, where: Where, report: Reporter) -> None:
         report.at(
             where.site,
             ("git", "allowed_signers"),
-            "require_signed is on but no allowed_signers are listed",
+            "require_signed is on but no allowed_signers are listed: add at least one",
         )
     for index, signer in enumerate(git.allowed_signers):
         if (signer.ssh_key is None) == (signer.openpgp_fingerprint is None):

@@ -1,30 +1,44 @@
 """Load a site repo's YAML into plain values, keeping the way back to line and column.
 
-Speed and exact positions at once: the text is composed by libyaml through ruamel.yaml's C
-parser (about twice as fast as building Python objects, and many times faster than the
-round-trip loader); a small walk turns nodes into plain values and drops the nodes. When a
-problem needs a position, the one file concerned is composed again and the path followed
+Speed, exact positions and safety at once: libyaml (through ruamel.yaml's C parser) turns
+the text into a stream of events, and one flat loop here builds plain values from them with
+an explicit stack. There is no node tree and no recursion, so a deeply nested file can
+neither overflow the C stack (libyaml's own composer recurses) nor run long (libyaml's
+scanner slows down with every open flow level): reading stops at `MAX_DEPTH`. When a
+problem needs a position, the one file concerned is read again into an index of paths
 (`Positions`). Errors are rare, so the happy path carries no position data at all.
 
-Anchors and aliases are refused: every value in a reviewed change should be visible in the
-diff, and refusing them also defuses alias bombs. Duplicate keys, custom tags and merge keys
-are refused too. `parse` is pure; `repo` reads files.
+Scalars follow the YAML 1.2 core schema (`yes` stays text, `0644` is the number 644,
+`02:4b:49:54:01:01` stays text). Anchors and aliases are refused: every value in a reviewed
+change should be visible in the diff, and refusing them also defuses alias bombs. Duplicate
+keys, tags, merge keys and other YAML versions are refused too. `parse` is pure; `repo`
+reads files.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
+import re
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# libyaml through ruamel.yaml.clib, a declared dependency: the pure-Python composer gives
-# the same nodes several times slower.
-from ruamel.yaml.cyaml import CSafeLoader as _Loader
+# libyaml through ruamel.yaml.clib, a declared dependency (see pyproject.toml).
+from _ruamel_yaml import CParser
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from ruamel.yaml.reader import ReaderError
 
 from reconciler.problems import Problem, Severity
 
@@ -32,14 +46,49 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 64
 YAML_SUFFIXES = (".yaml", ".yml")
 
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
-_PLAIN_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL, "tag:yaml.org,2002:timestamp"}
-
 Path_ = tuple[str | int, ...]
+
+# The YAML 1.2 core schema (yaml.org/spec/1.2.2, 10.3.2): everything else is a string.
+_NULL = re.compile(r"null|Null|NULL|~|")
+_TRUE = re.compile(r"true|True|TRUE")
+_FALSE = re.compile(r"false|False|FALSE")
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+_OCTAL = re.compile(r"0o[0-7]+")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
+_NAN = re.compile(r"\.(?:nan|NaN|NAN)")
+# Python refuses to convert longer digit strings (int_max_str_digits); no field needs them.
+_MAX_DIGITS = 4000
+
+
+def _plain(text: str) -> Any:
+    """The value of a plain (unquoted) scalar under the YAML 1.2 core schema."""
+    if not text:
+        return None
+    if text[0] not in "0123456789-+.~nNtTfF":
+        return text  # the common case: a word
+    if _NULL.fullmatch(text):
+        return None
+    if _TRUE.fullmatch(text):
+        return True
+    if _FALSE.fullmatch(text):
+        return False
+    if len(text) > _MAX_DIGITS:
+        return text
+    if _DECIMAL.fullmatch(text):
+        return int(text)
+    if _OCTAL.fullmatch(text):
+        return int(text[2:], 8)
+    if _HEX.fullmatch(text):
+        return int(text[2:], 16)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if _INF.fullmatch(text):
+        return float("-inf" if text.startswith("-") else "inf")
+    if _NAN.fullmatch(text):
+        return float("nan")
+    return text
 
 
 @dataclass(frozen=True)
@@ -51,6 +100,8 @@ class Document:
     line: int
     column: int
     data: Any
+    refused: frozenset[Path_] = frozenset()
+    """Paths whose value the loader refused (an alias, a tag): not "missing", but reported."""
 
 
 @dataclass
@@ -63,33 +114,42 @@ class Loaded:
     texts: dict[str, str] = field(default_factory=dict)
 
 
-def _tag(node: Node) -> str:
-    tag = node.tag
-    return str(getattr(tag, "value", tag))  # ruamel may wrap tags in a Tag object
+_ANCHOR = (
+    "anchors and aliases (&name / *name) are not supported: write the value out, so that "
+    "reviewers see every value in the diff"
+)
+_TAG = "YAML tags ({tag!r}) are not supported: write a plain value (quote it to make it text)"
+_DEEP = (
+    f"nesting deeper than {MAX_DEPTH} levels (a site repo needs fewer than 10); "
+    "the rest of this file was not read"
+)
+_NO_KEY = object()
+"""A key that is not a plain string: its value is dropped."""
+_DROP = object()
+"""A value that was refused: left out of mappings, None in sequences (keeps indices)."""
 
 
-def _scalar(node: ScalarNode) -> Any:
-    """A scalar's plain value by its resolved YAML 1.2 tag; timestamps stay text."""
-    tag, value = _tag(node), node.value
-    if tag == _INT:
-        text = value.replace("_", "")
-        if text[:2] in ("0o", "0O"):
-            return int(text[2:], 8)
-        if text[:2] in ("0x", "0X"):
-            return int(text[2:], 16)
-        return int(text)
-    if tag == _BOOL:
-        return value.lower() == "true"
-    if tag == _NULL:
-        return None
-    if tag == _FLOAT:
-        special = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
-        return float(special.get(value.lower(), value.replace("_", "")))
-    return value
+class _TooDeep(Exception):
+    pass
 
 
-class _Walk:
-    """Turn composed nodes into plain values, noting what a site repo must not use.
+class _Frame:
+    """A mapping or sequence being built."""
+
+    __slots__ = ("container", "drop", "key", "lines", "path", "start")
+
+    def __init__(self, container: dict[str, Any] | list[Any], path: Path_, start: Any) -> None:
+        self.container = container
+        self.path = path
+        self.start = start
+        self.key: object = None
+        """In a mapping: the key whose value comes next, or None when a key comes next."""
+        self.lines: dict[str, int] = {}
+        self.drop = False
+
+
+class _Reader:
+    """Build plain values from libyaml's events with an explicit stack.
 
     Problems are collected, not raised, so one run reports all of them; a refused value is
     left out (a duplicate key keeps its first value).
@@ -98,128 +158,233 @@ class _Walk:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
-        self._seen: set[int] = set()
+        self.refused: set[Path_] = set()
 
-    def refuse(self, node: Node, message: str, path: Path_) -> None:
-        mark = node.start_mark
+    def refuse(self, event: Any, message: str, path: Path_) -> None:
+        mark = event.start_mark
+        self.refused.add(path)
         self.problems.append(
             Problem(
-                self.file, mark.line + 1, mark.column + 1, Severity.error, message, _dotted(path)
+                self.file, mark.line + 1, mark.column + 1, Severity.error, message, dotted(path)
             )
         )
 
-    def value(self, node: Node, path: Path_, depth: int, at: Node | None = None) -> Any:
-        if id(node) in self._seen:
-            self.refuse(at or node, _ALIAS, path)
-            return _SKIP
-        self._seen.add(id(node))
-        if depth > MAX_DEPTH:
-            self.refuse(node, f"nesting deeper than {MAX_DEPTH} levels", path)
-            return _SKIP
-        if isinstance(node, ScalarNode):
-            if _tag(node) not in _PLAIN_TAGS:
-                self.refuse(node, f"YAML tag {_tag(node)!r} is not supported here", path)
-                return _SKIP
-            return _scalar(node)
-        if isinstance(node, SequenceNode):
-            items = (self.value(item, (*path, i), depth + 1) for i, item in enumerate(node.value))
-            return [item for item in items if item is not _SKIP]
-        if isinstance(node, MappingNode):
-            return self.mapping(node, path, depth)
-        self.refuse(node, "unsupported YAML node", path)  # pragma: no cover
-        return _SKIP
-
-    def mapping(self, node: MappingNode, path: Path_, depth: int) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.value == "<<":
-                self.refuse(
-                    key_node, "merge keys ('<<') are not supported: write the fields out", path
-                )
+    def documents(self, next_event: Callable[[], Any]) -> Iterator[Document]:
+        index = -1
+        while True:
+            event = next_event()
+            kind = type(event)
+            if kind is StreamEndEvent:
+                return
+            if kind is DocumentStartEvent:
+                index += 1
+                if event.version is not None and tuple(event.version) != (1, 2):
+                    major, minor = event.version
+                    self.refuse(
+                        event,
+                        f"'%YAML {major}.{minor}' is not supported: site repo files are read as "
+                        "YAML 1.2 (remove the directive)",
+                        (),
+                    )
                 continue
-            if not isinstance(key_node, ScalarNode) or _tag(key_node) not in _PLAIN_TAGS:
-                self.refuse(key_node, "a key must be a plain string", path)
+            if kind in (ScalarEvent, AliasEvent, MappingStartEvent, SequenceStartEvent):
+                mark = event.start_mark
+                self.refused = set()
+                data = self.node(event, next_event)
+                if data is not None and data is not _DROP:
+                    refused = frozenset(self.refused)
+                    yield Document(self.file, index, mark.line + 1, mark.column + 1, data, refused)
+
+    def node(self, first: Any, next_event: Callable[[], Any]) -> Any:
+        """The value of the node that starts with `first`, reading events up to its end."""
+        stack: list[_Frame] = []
+        event = first
+        while True:
+            kind = type(event)
+            at = event
+            if kind is ScalarEvent:
+                if event.anchor is not None or event.tag is not None:
+                    value = self.decorated_scalar(event, stack)
+                elif event.style or not event.implicit[0]:
+                    value = event.value  # quoted or block scalar: always text
+                else:
+                    value = _plain(event.value)
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if len(stack) >= MAX_DEPTH:
+                    self.refuse(event, _DEEP, _path_of(stack))
+                    raise _TooDeep
+                path = _path_of(stack)
+                frame = _Frame({} if kind is MappingStartEvent else [], path, event)
+                if event.anchor is not None or event.tag is not None:
+                    frame.drop = self.decorated(event, path)
+                stack.append(frame)
+                event = next_event()
                 continue
-            key = str(key_node.value)
-            if key in result or key in first_line:
-                self.refuse(
-                    key_node,
-                    f"duplicate key {key!r} (first at line {first_line[key]}); "
-                    "YAML would silently keep only one of them",
-                    (*path, key),
-                )
-                continue
-            first_line[key] = key_node.start_mark.line + 1
-            value = self.value(value_node, (*path, key), depth + 1, at=key_node)
-            if value is not _SKIP:
-                result[key] = value
-        return result
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                frame = stack.pop()
+                value = _DROP if frame.drop else frame.container
+                at = frame.start
+            elif kind is AliasEvent:
+                self.refuse(event, f"alias '*{event.anchor}': {_ANCHOR}", _path_of(stack))
+                value = _DROP
+            else:  # pragma: no cover - libyaml emits nothing else inside a document
+                raise YAMLError(f"unexpected YAML event {kind.__name__}")
+            if not stack:
+                return value
+            top = stack[-1]
+            container = top.container
+            if type(container) is list:
+                container.append(None if value is _DROP else value)
+            elif top.key is None:
+                top.key = self.key(top, value, at)
+            else:
+                if top.key is not _NO_KEY and value is not _DROP:
+                    container[top.key] = value  # type: ignore[call-overload,index]
+                top.key = None
+            event = next_event()
+
+    def decorated(self, event: Any, path: Path_) -> bool:
+        """Report an anchor or a tag on a node; True when the node must be left out."""
+        if event.anchor is not None:
+            self.refuse(event, f"anchor '&{event.anchor}': {_ANCHOR}", path)
+        if event.tag is not None:
+            self.refuse(event, _TAG.format(tag=_short_tag(event.tag)), path)
+            return True
+        return False
+
+    def decorated_scalar(self, event: Any, stack: list[_Frame]) -> Any:
+        path = _path_of(stack)
+        if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
+            path = (*path, str(event.value))  # the scalar is a key
+        if self.decorated(event, path):
+            return _DROP
+        if event.style or not event.implicit[0]:
+            return event.value
+        return _plain(event.value)
+
+    def key(self, frame: _Frame, value: Any, event: Any) -> object:
+        path = frame.path
+        if type(event) is not ScalarEvent or value is _DROP:
+            if value is not _DROP:
+                self.refuse(event, "a key must be a plain string, not a list or mapping", path)
+            return _NO_KEY
+        key = str(event.value)
+        if key == "<<" and not event.style:
+            self.refuse(event, "merge keys ('<<') are not supported: write the fields out", path)
+            return _NO_KEY
+        if key in frame.lines:
+            self.refuse(
+                event,
+                f"duplicate key {key!r} (first at line {frame.lines[key]}); YAML would keep "
+                "only one of the two values: remove one",
+                (*path, key),
+            )
+            return _NO_KEY
+        frame.lines[key] = event.start_mark.line + 1
+        return key
 
 
-_SKIP = object()
-_ALIAS = (
-    "anchors and aliases (&name / *name) are not supported: write the value out, so that "
-    "reviewers see every value in the diff"
+def _path_of(stack: list[_Frame]) -> Path_:
+    """The path of the next node to be added to the top of the stack."""
+    if not stack:
+        return ()
+    top = stack[-1]
+    if isinstance(top.container, list):
+        return (*top.path, len(top.container))
+    return (*top.path, top.key) if isinstance(top.key, str) else top.path
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org") else tag
+
+
+_SYNTAX_HINTS = (
+    (
+        "found unexpected ':'",
+        "inside [...] or {...}, quote a value that contains ':' (e.g. \"2026-12-07T09:00\")",
+    ),
+    ("mapping values are not allowed", "quote a value that contains ': '"),
+    ("expected ',' or ']'", "close the list with ']' and separate its items with ','"),
+    ("expected ',' or '}'", "close the mapping with '}' and separate its items with ','"),
+    ("did not find expected key", "keys of one mapping start in the same column"),
+    ("could not find expected ':'", "write 'key: value' with a space after ':'"),
+    ("found unexpected end of stream", "close the quote or bracket that is still open"),
+    (
+        "that cannot start any token",
+        "indent with spaces, never tabs; quote values starting with '@' or '`'",
+    ),
+    ("found undefined tag handle", "tags are not supported: remove the '!...'"),
 )
 
 
-def _compose(text: str) -> Iterator[Node]:
-    loader = _Loader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None:
-                yield node
-    finally:
-        dispose = getattr(loader, "dispose", None)
-        if dispose is not None:
-            dispose()
+def _syntax_problem(file: str, text: str, exc: YAMLError) -> Problem:
+    if isinstance(exc, ReaderError):
+        # libyaml counts this position in UTF-8 bytes.
+        before = text.encode("utf-8")[: exc.position].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        message = (
+            f"YAML: character U+{exc.character:04X} is not allowed ({exc.reason}); remove it, "
+            f"or write it as the escape \\u{exc.character:04x} inside a double-quoted string"
+        )
+        return Problem(file, line, column, Severity.error, message)
+    if isinstance(exc, MarkedYAMLError):
+        at = exc.problem_mark or exc.context_mark
+        line, column = (at.line + 1, at.column + 1) if at is not None else (1, 1)
+        what = exc.problem or "invalid YAML"
+        context = ""
+        if exc.context:
+            start = exc.context_mark
+            where = f" at {start.line + 1}:{start.column + 1}" if start is not None else ""
+            context = f" ({exc.context}{where})"
+        hint = next((h for needle, h in _SYNTAX_HINTS if needle in what), "")
+        message = f"YAML syntax: {what}{context}{'; ' + hint if hint else ''}"
+        return Problem(file, line, column, Severity.error, message)
+    message = " ".join(str(exc).split())  # one line, whatever the library said
+    return Problem(file, 1, 1, Severity.error, f"YAML syntax: {message}")
 
 
 def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
     """Parse one file's text into documents; problems carry exact positions. Pure."""
     documents: list[Document] = []
-    problems: list[Problem] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # node trees are acyclic garbage; collection passes only cost time here
+    reader = _Reader(file)
+    parser = CParser(text)
     try:
-        for index, node in enumerate(_compose(text)):
-            mark = node.start_mark
-            walk = _Walk(file)
-            data = walk.value(node, (), 0)
-            problems.extend(walk.problems)
-            if data is None or data is _SKIP:
-                continue  # an empty document, e.g. after a trailing '---'
-            documents.append(Document(file, index, mark.line + 1, mark.column + 1, data))
-    except MarkedYAMLError as exc:
-        at = exc.problem_mark or exc.context_mark
-        line, column = (at.line + 1, at.column + 1) if at is not None else (1, 1)
-        what = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context else ""
-        problems.append(
-            Problem(file, line, column, Severity.error, f"YAML syntax: {what}{context}")
-        )
+        for document in reader.documents(parser.get_event):
+            documents.append(document)  # one by one: keep those read before an error
+    except _TooDeep:
+        pass
     except YAMLError as exc:
-        problems.append(Problem(file, 1, 1, Severity.error, f"YAML syntax: {exc}"))
+        reader.problems.append(_syntax_problem(file, text, exc))
     finally:
-        if gc_was_enabled:
-            gc.enable()
-    return documents, problems
+        parser.dispose()
+    return documents, reader.problems
 
 
-def _dotted(path: Path_) -> str:
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dotted(path: Path_) -> str:
+    """'pcs[3].macs[0]'; a key with other characters is quoted, so it stays on one line."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _SIMPLE_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
     return out
 
 
-dotted = _dotted
+def _label(path: Path, root: Path) -> str:
+    label = path.relative_to(root).as_posix()
+    # A file name is untrusted too: keep every report line one line.
+    return label if label.isprintable() else label.encode("unicode_escape").decode("ascii")
 
 
 def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BYTES) -> Loaded:
-    """Read every *.yaml / *.yml file below `directory` (sorted, hidden folders skipped)."""
+    """Read every *.yaml / *.yml file below `directory` (sorted, hidden entries skipped)."""
     root = Path(directory)
     loaded = Loaded(root=str(root))
     if not root.is_dir():
@@ -228,33 +393,22 @@ def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BY
         )
         return loaded
     resolved_root = root.resolve()
-    for path in sorted(_yaml_files(root)):
-        label = path.relative_to(root).as_posix()
-        if path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
-            loaded.problems.append(
-                Problem(label, 1, 1, Severity.error, "symbolic link leaving the site repo: refused")
-            )
-            continue
-        size = path.stat().st_size
-        if size > max_file_bytes:
+    for path, is_dir_link in _yaml_files(root):
+        label = _label(path, root)
+        if is_dir_link:
             loaded.problems.append(
                 Problem(
                     label,
                     1,
                     1,
-                    Severity.error,
-                    f"file is {size} bytes; the limit is {max_file_bytes} (split it up)",
+                    Severity.warning,
+                    "symbolic link to a directory: not followed, its files are not read "
+                    "(put the files in the repo itself)",
                 )
             )
             continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            loaded.problems.append(
-                Problem(
-                    label, 1, 1, Severity.error, f"not UTF-8 text: {exc.reason} at byte {exc.start}"
-                )
-            )
+        text = _read(path, label, resolved_root, max_file_bytes, loaded.problems)
+        if text is None:
             continue
         documents, problems = parse(label, text)
         loaded.documents.extend(documents)
@@ -263,28 +417,73 @@ def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BY
     return loaded
 
 
-def _yaml_files(root: Path) -> Iterator[Path]:
+def _read(
+    path: Path, label: str, root: Path, max_file_bytes: int, problems: list[Problem]
+) -> str | None:
+    """A file's text, or None after noting why it cannot be used."""
+
+    def refuse(message: str, line: int = 1, column: int = 1) -> None:
+        problems.append(Problem(label, line, column, Severity.error, message))
+
+    try:
+        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
+            refuse("symbolic link leading out of the site repo: refused (copy the file in)")
+            return None
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            refuse("not a regular file: refused")
+            return None
+        if info.st_size > max_file_bytes:
+            refuse(
+                f"file is {info.st_size} bytes; at most {max_file_bytes} are read "
+                "(split it into several files)"
+            )
+            return None
+        with path.open("rb") as stream:
+            data = stream.read(max_file_bytes + 1)
+    except (OSError, RuntimeError) as exc:  # broken or looping links, permissions
+        refuse(f"cannot be read: {exc.strerror if isinstance(exc, OSError) else exc}")
+        return None
+    if len(data) > max_file_bytes:  # it grew since stat
+        refuse(f"file has more than {max_file_bytes} bytes (split it into several files)")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        refuse(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded ({exc.reason}); "
+            "save the file as UTF-8",
+            line,
+            column,
+        )
+        return None
+
+
+def _yaml_files(root: Path) -> list[tuple[Path, bool]]:
+    """YAML files below `root` in sorted order, with symlinked directories flagged (True)."""
+    found: list[tuple[Path, bool]] = []
     for current, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
-                yield Path(current) / name
+        here = Path(current)
+        visible = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = [d for d in visible if not (here / d).is_symlink()]
+        found.extend((here / d, True) for d in visible if (here / d).is_symlink())
+        found.extend(
+            (here / name, False)
+            for name in files
+            if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
+        )
+    return sorted(found)
 
 
 class Positions:
-    """Find the line and column of a field, composing a file again only when asked. Pure."""
+    """Find the line and column of a field, reading a file again only when asked. Pure."""
 
     def __init__(self, texts: dict[str, str]) -> None:
         self._texts = texts
-        self._nodes: dict[str, list[Node]] = {}
-
-    def _documents(self, file: str) -> list[Node]:
-        if file not in self._nodes:
-            try:
-                self._nodes[file] = list(_compose(self._texts.get(file, "")))
-            except YAMLError:
-                self._nodes[file] = []
-        return self._nodes[file]
+        self._index: dict[str, _Index] = {}
 
     def of(self, file: str, index: int, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of `path` in document `index` of `file`.
@@ -292,23 +491,103 @@ class Positions:
         With key=True, the position of the mapping key itself (for unknown fields). A path
         that does not exist resolves to its deepest existing parent (for missing fields).
         """
-        nodes = self._documents(file)
-        if index >= len(nodes):
-            return (1, 1)
-        node: Node = nodes[index]
-        for i, part in enumerate(path):
-            last = i == len(path) - 1
-            if isinstance(node, MappingNode) and isinstance(part, str):
-                for key_node, value_node in node.value:
-                    if str(key_node.value) == part:
-                        node = key_node if (last and key) else value_node
-                        break
-                else:
-                    break
-            elif (
-                isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value)
-            ):
-                node = node.value[part]
-            else:
+        if file not in self._index:
+            self._index[file] = _index(self._texts.get(file, ""))
+        found = self._index[file]
+        if key and (index, path) in found.keys:
+            return found.keys[(index, path)]
+        for end in range(len(path), -1, -1):
+            at = found.values.get((index, path[:end]))
+            if at is not None:
+                return at
+        return (1, 1)
+
+
+@dataclass
+class _Index:
+    values: dict[tuple[int, Path_], tuple[int, int]] = field(default_factory=dict)
+    keys: dict[tuple[int, Path_], tuple[int, int]] = field(default_factory=dict)
+
+
+_KEY, _IN_KEY, _VALUE = 0, 1, 2  # what a mapping expects next
+
+
+class _Slot:
+    """A mapping or sequence being indexed; path None inside a key that is a collection."""
+
+    __slots__ = ("index", "key", "path", "state")
+
+    def __init__(self, path: Path_ | None, mapping: bool) -> None:
+        self.path = path
+        self.state = _KEY if mapping else -1
+        self.key: str | None = None
+        self.index = 0
+
+
+def _index(text: str) -> _Index:
+    """Positions of every value and key of every document; the first of duplicate keys wins."""
+    found = _Index()
+    parser = CParser(text)
+    stack: list[_Slot] = []
+    document = -1
+    try:
+        while True:
+            event = parser.get_event()
+            kind = type(event)
+            if kind is StreamEndEvent:
                 break
-        return (node.start_mark.line + 1, node.start_mark.column + 1)
+            if kind is DocumentStartEvent:
+                document += 1
+                stack.clear()
+                continue
+            if kind is MappingEndEvent or kind is SequenceEndEvent:
+                stack.pop()
+                _ended(stack)
+                continue
+            if kind not in (ScalarEvent, AliasEvent, MappingStartEvent, SequenceStartEvent):
+                continue
+            mark = (event.start_mark.line + 1, event.start_mark.column + 1)
+            top = stack[-1] if stack else None
+            collection = kind is MappingStartEvent or kind is SequenceStartEvent
+            is_key = top is not None and top.state == _KEY
+            path: Path_ | None
+            if top is None:
+                path = ()
+            elif is_key:
+                top.key = str(event.value) if kind is ScalarEvent else None
+                if top.path is not None and top.key is not None:
+                    found.keys.setdefault((document, (*top.path, top.key)), mark)
+                top.state = _IN_KEY if collection else _VALUE
+                path = None
+            elif top.path is None:
+                path = None
+            elif top.state == _VALUE:
+                path = None if top.key is None else (*top.path, top.key)
+            else:
+                path = (*top.path, top.index)
+            if path is not None:
+                found.values.setdefault((document, path), mark)
+            if collection:
+                if len(stack) >= MAX_DEPTH:
+                    break
+                stack.append(_Slot(path, kind is MappingStartEvent))
+            elif not is_key:
+                _ended(stack)
+    except YAMLError:
+        pass  # already reported by parse; positions up to the error are kept
+    finally:
+        parser.dispose()
+    return found
+
+
+def _ended(stack: list[_Slot]) -> None:
+    """A node just ended: move its parent on to the next key or item."""
+    if not stack:
+        return
+    top = stack[-1]
+    if top.state == -1:
+        top.index += 1
+    elif top.state == _IN_KEY:
+        top.state = _VALUE
+    elif top.state == _VALUE:
+        top.state = _KEY

@@ -100,7 +100,11 @@ def _structure(document: Document, report: Reporter, declared: dict[str, set[str
     origin = Origin(document.file, document.index)
     data = document.data
     if not isinstance(data, dict):
-        report.at(origin, (), "a document must be a mapping that starts with 'kind: ...'")
+        report.at(
+            origin,
+            (),
+            f"a document must be a mapping that starts with 'kind: ...', not {_shown(data)}",
+        )
         return None
     kind = data.get("kind")
     if kind not in KINDS:
@@ -128,7 +132,9 @@ def _structure(document: Document, report: Reporter, declared: dict[str, set[str
             if e["type"] == "extra_forbidden"
         }
         for error in found:
-            if error["type"] == "missing" and tuple(error["loc"]) in typos:
+            if error["type"] == "missing" and (
+                tuple(error["loc"]) in typos or tuple(error["loc"]) in document.refused
+            ):
                 continue
             _report_pydantic(error, model_class, origin, report)
         return _salvage(model_class, data)
@@ -160,12 +166,68 @@ def _closest(given: str, model_class: type[BaseModel], parent: Path_) -> str:
     return close[0] if close else ""
 
 
+_EXPECTED = {
+    "model_type": "expected a mapping of fields (key: value)",
+    "dict_type": "expected a mapping (key: value)",
+    "list_type": "expected a list ([a, b], or one '- item' per line)",
+    "string_type": "expected text",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "ip_v4_address": "expected an IPv4 address such as 192.168.100.1",
+    "ip_v4_network": "expected an IPv4 network such as 192.168.100.0/24 (host bits zero)",
+}
+
+
+_LIMITS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("more than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as people wrote it in YAML, for 'got ...'."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _bounds(model_class: type[BaseModel], loc: Path_) -> str:
+    """' from 1 to 4094' for a number field with limits, else ''."""
+    parent = _model_at(model_class, loc[:-1])
+    info = parent.model_fields.get(str(loc[-1])) if parent and loc else None
+    if info is None:
+        return ""
+    low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    if low is not None:
+        return f" of at least {low}"
+    return f" of at most {high}" if high is not None else ""
+
+
 def _report_pydantic(
     error: Any, model_class: type[BaseModel], origin: Origin, report: Reporter
 ) -> None:
     loc: Path_ = tuple(error["loc"])
     kind = error["type"]
     message = str(error["msg"]).removeprefix("Value error, ")
+    if loc and loc[-1] == "[key]":  # a mapping key failed its own type: point at the key
+        report.at(origin, loc[:-1], message, key=True)
+        return
     if kind == "extra_forbidden":
         parent = _model_at(model_class, loc[:-1])
         unknown = str(loc[-1])
@@ -185,9 +247,23 @@ def _report_pydantic(
         report.at(origin, loc, f"{given!r} is not allowed{hint}; expected {expected}")
         return
     given = error.get("input")
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        shown = given if not isinstance(given, dict | list) else type(given).__name__
-        message = f"{message}, got {shown!r}"
+    if kind in _EXPECTED:
+        bounds = _bounds(model_class, loc) if _EXPECTED[kind].endswith("number") else ""
+        quote = (
+            " (quote it to make it text)"
+            if kind == "string_type" and isinstance(given, int | float)
+            else ""
+        )
+        message = f"{_EXPECTED[kind]}{bounds}, got {_shown(given)}{quote}"
+    elif kind in _LIMITS:
+        words, key = _LIMITS[kind]
+        message = f"must be {words} {error['ctx'][key]}, got {_shown(given)}"
+    elif kind == "too_short":
+        message = f"needs at least {error['ctx']['min_length']} item(s), got {len(given)}"
+    elif kind == "too_long":
+        message = f"takes at most {error['ctx']['max_length']} item(s), got {len(given)}"
+    elif kind != "value_error" and "got" not in message:
+        message = f"{message}, got {_shown(given)}"
     report.at(origin, loc, message)
 
 
@@ -258,7 +334,9 @@ def _assemble(
         if name in table:
             first = report.where(origins[name], ("name",))
             report.at(
-                origin, ("name",), f"{model.kind} {name!r} is defined twice; first at {first}"
+                origin,
+                ("name",),
+                f"{model.kind} {name!r} is defined twice (first at {first}); names must be unique",
             )
             continue
         table[name] = model
