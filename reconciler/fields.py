@@ -26,14 +26,23 @@ MAC_FORMS_HINT = "6 bytes as aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eef
 
 def mac(value: object) -> str:
     """Normalize a MAC address to lower-case colon form; refuse group and null addresses."""
+    if isinstance(value, int | float):  # YAML read bare digits as a number
+        raise ValueError(
+            f'{value!r} was read as a number: quote a MAC address, e.g. "020000000101" '
+            f"({MAC_FORMS_HINT})"
+        )
     if not isinstance(value, str):
         raise ValueError(f"a MAC address must be a string ({MAC_FORMS_HINT})")
     text = value.strip()
     if not any(form.match(text) for form in _MAC_FORMS):
         if re.fullmatch(r"[0-9a-fA-F:.-]+", text):
             count = len(re.sub(r"[^0-9a-fA-F]", "", text))
-            problem = f"it has {count} hex digits" if count != 12 else "its digits are grouped wrongly"
-            raise ValueError(f"{value!r} is not a MAC address: {problem}; expected {MAC_FORMS_HINT}")
+            problem = (
+                f"it has {count} hex digits" if count != 12 else "its digits are grouped wrongly"
+            )
+            raise ValueError(
+                f"{value!r} is not a MAC address: {problem}; expected {MAC_FORMS_HINT}"
+            )
         raise ValueError(f"{value!r} is not a MAC address (expected {MAC_FORMS_HINT})")
     digits = re.sub(r"[^0-9a-fA-F]", "", text).lower()
     octets = [digits[i : i + 2] for i in range(0, 12, 2)]
