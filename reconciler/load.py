@@ -112,6 +112,9 @@ class Loaded:
     documents: list[Document] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
+    unread: list[str] = field(default_factory=list)
+    """Files (or the repo itself) that could not be read to their end: they may hide
+    documents, so "no Site" is not claimed while there are any."""
 
 
 _ANCHOR = (
@@ -346,19 +349,27 @@ def _syntax_problem(file: str, text: str, exc: YAMLError) -> Problem:
 
 def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
     """Parse one file's text into documents; problems carry exact positions. Pure."""
+    documents, problems, _complete = _parse(file, text)
+    return documents, problems
+
+
+def _parse(file: str, text: str) -> tuple[list[Document], list[Problem], bool]:
+    """`parse`, and whether the whole text was read (no syntax error, not too deep)."""
     documents: list[Document] = []
     reader = _Reader(file)
     parser = CParser(text)
+    complete = False
     try:
         for document in reader.documents(parser.get_event):
             documents.append(document)  # one by one: keep those read before an error
+        complete = True
     except _TooDeep:
         pass
     except YAMLError as exc:
         reader.problems.append(_syntax_problem(file, text, exc))
     finally:
         parser.dispose()
-    return documents, reader.problems
+    return documents, reader.problems, complete
 
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -391,6 +402,7 @@ def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BY
         loaded.problems.append(
             Problem(str(root), 1, 1, Severity.error, "the site repo directory does not exist")
         )
+        loaded.unread.append(str(root))
         return loaded
     resolved_root = root.resolve()
     for path, is_dir_link in _yaml_files(root):
@@ -409,8 +421,11 @@ def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BY
             continue
         text = _read(path, label, resolved_root, max_file_bytes, loaded.problems)
         if text is None:
+            loaded.unread.append(label)
             continue
-        documents, problems = parse(label, text)
+        documents, problems, complete = _parse(label, text)
+        if not complete:
+            loaded.unread.append(label)
         loaded.documents.extend(documents)
         loaded.problems.extend(problems)
         loaded.texts[label] = text

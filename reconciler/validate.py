@@ -85,7 +85,7 @@ def run(loaded: Loaded) -> Validation:
             built.append((model, origin))
             if len(report.problems) > before:
                 salvaged.add(origin)
-    draft, where = _assemble(built, report, declared, salvaged)
+    draft, where = _assemble(built, report, declared, salvaged, bool(loaded.unread))
     checks.run(draft, where, declared, report)
     problems = tuple(sorted(set(report.problems)))
     if errors(problems) or draft.site is None:
@@ -313,6 +313,7 @@ def _assemble(
     report: Reporter,
     declared: dict[str, set[str]],
     salvaged: set[Origin],
+    some_unread: bool,
 ) -> tuple[checks.Draft, Where]:
     where = Where()
     sites: list[tuple[Site, Origin]] = []
@@ -349,7 +350,9 @@ def _assemble(
             origin, ("kind",), f"a second Site document; a repo has exactly one (first at {first})"
         )
     if not sites:
-        if not declared["Site"]:  # a Site with errors was already reported as such
+        # A Site with errors was already reported as such; a file that could not be read
+        # may hold the Site, and its error says so.
+        if not declared["Site"] and not some_unread:
             report.at(None, (), "no 'kind: Site' document: a site repo needs exactly one")
         return checks.Draft(None, images, departments, batches), where
     site, where.site = sites[0]
