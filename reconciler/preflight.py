@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.layout import Layout
-from reconciler.rendered import Artifact, Check
+from reconciler.rendered import Artifact, Check, Service
 from reconciler.runner import NOT_FOUND, Completed, Runner, run
 
 
@@ -75,32 +75,37 @@ def check(
     layout: Layout,
     runner: Runner = run,
 ) -> Outcome:
-    """Run every candidate that names a Check through its program (or our own checker)."""
-    hosts_dir = layout.dhcp_hosts_dir.rstrip("/") + "/"
+    """Run every candidate through the program that will read it (or our own checker):
+    the ones that name a Check, and every file of dnsmasq's hosts directory."""
     found = _Findings()
     checked: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kitting-preflight-") as workdir:
         hosts_changed = False
         for index, artifact in enumerate(sorted(candidates, key=lambda a: a.path)):
+            if is_hosts_file(artifact, layout):
+                checked.append(artifact.path)
+                hosts_changed = True
+                continue
             if artifact.check is None:
                 continue
             checked.append(artifact.path)
-            if artifact.check is Check.dnsmasq and artifact.path.startswith(hosts_dir):
-                hosts_changed = True
-                continue
             name = f"{index:05d}-{os.path.basename(artifact.path)}"
             candidate = os.path.join(workdir, name)
             with open(candidate, "wb") as handle:
                 handle.write(artifact.content)
             _CHECKERS[artifact.check](artifact, candidate, runner, found)
         if hosts_changed:
-            hosts = [
-                a
-                for path, a in sorted(rendered.items())
-                if path.startswith(hosts_dir) and a.check is Check.dnsmasq
-            ]
+            hosts = [a for _, a in sorted(rendered.items()) if is_hosts_file(a, layout)]
             _check_hosts(hosts, os.path.join(workdir, "dhcp-hosts.conf"), runner, found)
     return Outcome(tuple(found.rejections), tuple(checked), tuple(found.notes))
+
+
+def is_hosts_file(artifact: Artifact, layout: Layout) -> bool:
+    """A file dnsmasq reads from --dhcp-hostsdir. It is judged whatever its `check` says:
+    `dnsmasq --test` never reads it, so render may leave `check` unset, yet dnsmasq will
+    read every line of it."""
+    hosts_dir = layout.dhcp_hosts_dir.rstrip("/") + "/"
+    return artifact.service is Service.dnsmasq and artifact.path.startswith(hosts_dir)
 
 
 def _reject(artifact: Artifact, line: int, tool: str, message: str) -> Rejection:

@@ -12,6 +12,7 @@ from reconciler.layout import Layout
 from reconciler.live_firewall import NoFirewall
 from reconciler.preflight import Outcome, Preflight, Rejection
 from reconciler.rendered import Artifact, Check, Effect, Rendered, Service
+from reconciler.runner import Completed, run
 from reconciler.services import NoServices, ServiceError, ServiceManager
 
 RequirePrograms = Callable[..., None]
@@ -168,3 +169,9 @@ def apply_once(
         on_result=on_result,
     )
     return built, report
+
+
+def in_fresh_netns(argv: Sequence[str], *, timeout: float = 60.0) -> Completed:
+    """Each check runs in a network namespace of its own that dies with it: whatever a
+    checker might resolve or probe, nothing leaves this machine's default namespace."""
+    return run(["unshare", "--net", "--", *argv], timeout=timeout)

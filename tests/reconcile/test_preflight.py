@@ -12,9 +12,19 @@ import pytest
 from reconciler import preflight
 from reconciler.preflight import Outcome, Rejection
 from reconciler.rendered import Artifact, Check, Service
-from reconciler.runner import NOT_FOUND, Completed, run
+from reconciler.runner import NOT_FOUND, Completed
 
-from .helpers import HOSTS, LAYOUT, MAIN, NFT, RequirePrograms, main_conf, nft_file, reservation
+from .helpers import (
+    HOSTS,
+    LAYOUT,
+    MAIN,
+    NFT,
+    RequirePrograms,
+    in_fresh_netns,
+    main_conf,
+    nft_file,
+    reservation,
+)
 
 SSHD_DROPIN = LAYOUT.sshd_dropin
 
@@ -156,7 +166,7 @@ def hosts_pair() -> dict[str, Artifact]:
         path=f"{HOSTS}/pc-2",
         content=b"# pc-2\naa:bb:cc:dd:ee:02,192.168.100.5,pc-2\n",
         service=Service.dnsmasq,
-        check=Check.dnsmasq,
+        check=None,  # judged all the same: dnsmasq reads it
         origins=("", "lab.yaml: pcs[1]"),
     )
     return {one.path: one, two.path: two}
@@ -246,12 +256,6 @@ def test_files_without_a_check_are_not_run_through_anything() -> None:
 
 
 # ---------------------------------------------------------------- the real programs
-
-
-def in_fresh_netns(argv: Sequence[str], *, timeout: float = 60.0) -> Completed:
-    """Each check runs in a network namespace of its own that dies with it: whatever a
-    checker might resolve or probe, nothing leaves this machine's default namespace."""
-    return run(["unshare", "--net", "--", *argv], timeout=timeout)
 
 
 @pytest.mark.integration
