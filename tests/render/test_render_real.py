@@ -7,9 +7,12 @@ Expected values are worked out by hand from the site in render_cases.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
@@ -276,3 +279,52 @@ def _new_department() -> Department:
             "pcs": [{"hostname": "new-pc01", "macs": [NEW_PC_MAC]}],
         }
     )
+
+
+@pytest.mark.slow
+def test_ganesha_serves_the_export_read_only_to_the_subnet_only(
+    vnet: VirtualNetwork, tmp_path: Path, require_programs: RequirePrograms
+) -> None:
+    require_programs("rpcbind", "ganesha.nfsd", "rpcinfo", "nfs-ls", "nfs-cp")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "disk").write_text("sda\n")
+    base = rc.cases()["ganesha"]
+    # The subnet is the lower half of the lab network, so .200 is a client outside it.
+    net = base.site.network.model_copy(update={"subnet": IPv4Network("192.168.100.0/25")})
+    site = base.site.model_copy(update={"network": net, "images_root": str(images)})
+    rendered = render.all(replace(base, site=site))
+    kitting = tmp_path / "kitting.conf"
+    kitting.write_bytes(rendered.artifacts[LAYOUT.ganesha_conf].content)
+    main = tmp_path / "ganesha.conf"
+    main.write_text(f'%include "{kitting}"\n')
+
+    vnet.add_switch()
+    srv = vnet.add_host("srv", nics=[NicSpec(address="192.168.100.1/24")])
+    inside = vnet.add_host("pc1", nics=[NicSpec(address="192.168.100.50/24")])
+    outside = vnet.add_host("adm", nics=[NicSpec(address="192.168.100.200/24")])
+    vnet.procs.start(["rpcbind", "-w", "-f"], netns=srv.netns, name="rpcbind")
+    log = tmp_path / "ganesha.log"
+    argv = ["ganesha.nfsd", "-F", "-f", str(main), "-L", str(log), "-N", "NIV_EVENT"]
+    vnet.procs.start([*argv, "-p", str(tmp_path / "ganesha.pid")], netns=srv.netns)
+    registered = ""
+    for _ in range(100):  # 10 s
+        registered = vnet.procs.run(["rpcinfo", "-p"], netns=srv.netns, timeout=5).text
+        if "mountd" in registered:
+            break
+        time.sleep(0.1)
+    assert "Configuration file successfully parsed" in log.read_text()
+    # mountd on the pinned port; no lock manager, no quota service.
+    assert re.search(r"100005\s+3\s+tcp\s+20050\s+mountd", registered), registered
+    assert "nlockmgr" not in registered and "rquotad" not in registered
+
+    url = f"nfs://192.168.100.1{images}"
+    listed = vnet.procs.run(["nfs-ls", url], netns=inside.netns, timeout=10)
+    assert listed.ok and " disk" in listed.text, listed.text
+    upload = tmp_path / "upload"
+    upload.write_text("x\n")
+    wrote = vnet.procs.run(["nfs-cp", str(upload), f"{url}/upload"], netns=inside.netns, timeout=10)
+    assert "ROFS" in wrote.text, wrote.text
+    assert not (images / "upload").exists()
+    refused = vnet.procs.run(["nfs-ls", url], netns=outside.netns, timeout=10)
+    assert "MNT3ERR_ACCES" in refused.text, refused.text
