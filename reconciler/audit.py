@@ -100,6 +100,11 @@ class Event(StrEnum):
     commit_refused = "commit_refused"
     commit_applied = "commit_applied"
     rollback = "rollback"
+    preflight_passed = "preflight_passed"
+    preflight_rejected = "preflight_rejected"
+    plan_blocked = "plan_blocked"
+    inventory_recorded = "inventory_recorded"
+    firewall_dropped = "firewall_dropped"
     # Written by the log itself about itself.
     torn_tail_recovered = "torn_tail_recovered"
     head_mismatch = "head_mismatch"

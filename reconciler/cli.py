@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module in reconciler.commands registers its own subcommand.
-COMMANDS = ("validate", "schema", "audit")
+COMMANDS = ("validate", "plan", "apply", "audit", "schema")
 
 
 def parser() -> argparse.ArgumentParser:

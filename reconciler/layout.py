@@ -17,5 +17,7 @@ class Layout:
     nfs_conf_file: str = "/etc/nfs.conf.d/kitting.conf"
     ganesha_conf: str = "/etc/ganesha/kitting.conf"
     nft_file: str = "/etc/nftables.d/kitting.nft"
-    sshd_dropin: str = "/etc/ssh/sshd_config.d/kitting.conf"
+    # sshd keeps the first value it reads and reads drop-ins in name order: "00-"
+    # makes the hardening win over e.g. 50-cloud-init.conf.
+    sshd_dropin: str = "/etc/ssh/sshd_config.d/00-kitting.conf"
     state_dir: str = "/var/lib/kitting"
