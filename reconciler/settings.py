@@ -1,0 +1,75 @@
+"""The controller's own settings: what the operator of one kitting server decides.
+
+Read from a YAML file (default /etc/kitting/reconciler.yaml) and overridden by `kitctl run`
+flags. The site repo says what the server should do; these settings say where that repo
+is and whom to trust, so they never come from the repo itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler import load
+from reconciler.desired import AllowedSigner
+
+DEFAULT_PATH = "/etc/kitting/reconciler.yaml"
+
+
+class Notes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Record each applied commit's summary as a git note (refs/notes/kitting) in the clone."""
+    push: bool = False
+    """Also push the notes to the remote, so `git log --notes=kitting` shows them anywhere."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    """The site repo: a local path or any URL git understands."""
+    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+    root: str = "/"
+    """Server root to converge; anything but / is a sandbox."""
+    services: str = Field(default="auto", pattern=r"^(auto|systemd|none)$")
+    """How programs are reloaded: systemd, none (record only), auto (systemd for /)."""
+    interval: float = Field(default=60.0, gt=0, le=86400)
+    """Seconds between polls of a remote source (with jitter). Local sources are watched."""
+    drift_interval: float = Field(default=300.0, gt=0, le=86400)
+    """Seconds between drift checks of the files and firewall the reconciler owns."""
+    allow_rewrite: bool = False
+    """Accept a branch whose history was rewritten (force push). Off: refused and audited."""
+    require_signed: bool = False
+    """Apply only commits signed by a trusted signer, whatever the site repo says."""
+    signers: list[AllowedSigner] = Field(default_factory=list)
+    """Trusted signers of the operator; the last applied commit's site policy adds to them."""
+    notes: Notes = Field(default_factory=Notes)
+
+
+def read(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from a YAML file (if it exists) with command-line overrides on top."""
+    data: dict[str, Any] = {}
+    file = Path(path)
+    if file.exists():
+        documents, problems = load.parse(str(file), file.read_text(encoding="utf-8"))
+        if problems:
+            raise SettingsError("\n".join(p.text() for p in problems))
+        if documents and isinstance(documents[0].data, dict):
+            data = dict(documents[0].data)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{path}: {'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise SettingsError("\n".join(lines)) from None
+
+
+class SettingsError(ValueError):
+    """The controller's settings are invalid; the message names the file and field."""
