@@ -68,7 +68,8 @@ class PcAt:
 
 def run(draft: Draft, where: Where, declared: dict[str, set[str]], report: Reporter) -> None:
     pcs = list(_pcs(draft, where))
-    targets = {name: batch_targets(draft, batch, pcs) for name, batch in draft.batches.items()}
+    index = Targets(pcs)
+    targets = {name: index.of(batch) for name, batch in draft.batches.items()}
     _identities(draft, pcs, report)
     _references(draft, where, declared, pcs, report)
     _hostname_lengths(draft, pcs, targets, report)
@@ -360,36 +361,50 @@ def _references(
             report.at(origin, ("targets",), "a batch needs targets: departments and/or pcs")
 
 
-def batch_targets(
-    desired: Draft | Desired, batch: Batch, pcs: Iterable[PcRef | PcAt] | None = None
-) -> list[Pc]:
-    """The PCs a batch targets, each once, in department then file order. Pure.
+def batch_targets(desired: Draft | Desired, batch: Batch) -> list[Pc]:
+    """The PCs a batch targets, each once, in department then file order. Pure."""
+    return Targets(desired.pcs()).of(batch)
 
-    `pcs` is every PC in that order (`desired.pcs()`); pass it when calling this for many
-    batches, so that the list is built once.
-    """
-    wanted_depts = set(batch.targets.departments)
-    wanted_hosts = {h.casefold() for h in batch.targets.pcs}
-    return [
-        ref.pc
-        for ref in (desired.pcs() if pcs is None else pcs)
-        if ref.department in wanted_depts or ref.pc.hostname.casefold() in wanted_hosts
-    ]
+
+class Targets:
+    """Every PC by department and by hostname, so that finding a batch's PCs costs in
+    proportion to the batch, not to the whole site. Pure."""
+
+    def __init__(self, pcs: Iterable[PcRef | PcAt]) -> None:
+        """`pcs` in department then file order, as `Desired.pcs()` gives them."""
+        self._pcs: list[Pc] = []
+        self._by_department: dict[str, list[int]] = {}
+        self._by_hostname: dict[str, list[int]] = {}
+        for order, ref in enumerate(pcs):
+            self._pcs.append(ref.pc)
+            self._by_department.setdefault(ref.department, []).append(order)
+            self._by_hostname.setdefault(ref.pc.hostname.casefold(), []).append(order)
+
+    def of(self, batch: Batch) -> list[Pc]:
+        chosen: set[int] = set()
+        for department in batch.targets.departments:
+            chosen.update(self._by_department.get(department, ()))
+        for hostname in batch.targets.pcs:
+            chosen.update(self._by_hostname.get(hostname.casefold(), ()))
+        return [self._pcs[order] for order in sorted(chosen)]
 
 
 def _hostname_lengths(
     desired: Draft | Desired, pcs: list[PcAt], targets: dict[str, list[Pc]], report: Reporter
 ) -> None:
+    long_names = [item for item in pcs if len(item.pc.hostname) > NETBIOS_MAX]
+    if not long_names:
+        return  # the usual case, and then the batches need no look
     windows_images = {name for name, image in desired.images.items() if image.os.is_windows}
+    long_folded = {item.pc.hostname.casefold() for item in long_names}
     batch_images: dict[str, set[str]] = {}
     for name, batch in desired.batches.items():
         if batch.action is Action.restore:
             for pc in targets[name]:
-                batch_images.setdefault(pc.hostname.casefold(), set()).add(batch.image)
-    for item in pcs:
+                if (folded := pc.hostname.casefold()) in long_folded:
+                    batch_images.setdefault(folded, set()).add(batch.image)
+    for item in long_names:
         hostname = item.pc.hostname
-        if len(hostname) <= NETBIOS_MAX:
-            continue
         dept_image = desired.departments[item.department].image
         images = batch_images.get(hostname.casefold(), set()) | (
             {dept_image} if dept_image else set()

@@ -17,10 +17,12 @@ reads files.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -394,8 +396,29 @@ def _label(path: Path, root: Path) -> str:
     return label if label.isprintable() else label.encode("unicode_escape").decode("ascii")
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many small acyclic objects are built.
+
+    A site of 50,000 PCs makes millions of them; each collection pass walks every live one
+    again, which cost a third of validation's time. Reference counting still frees them.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def repo(directory: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BYTES) -> Loaded:
     """Read every *.yaml / *.yml file below `directory` (sorted, hidden entries skipped)."""
+    with gc_paused():
+        return _repo(directory, max_file_bytes)
+
+
+def _repo(directory: str | os.PathLike[str], max_file_bytes: int) -> Loaded:
     root = Path(directory)
     loaded = Loaded(root=str(root))
     if not root.is_dir():

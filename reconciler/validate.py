@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler import checks
 from reconciler.desired import KINDS, Batch, Department, Desired, Image, Model, Pc, Site
-from reconciler.load import Document, Loaded, Path_, Positions, dotted
+from reconciler.load import Document, Loaded, Path_, Positions, dotted, gc_paused
 from reconciler.problems import Problem, Severity, errors
 
 
@@ -72,6 +72,11 @@ class Reporter:
 
 def run(loaded: Loaded) -> Validation:
     """Validate everything that was loaded. Pure."""
+    with gc_paused():
+        return _run(loaded)
+
+
+def _run(loaded: Loaded) -> Validation:
     report = Reporter(Positions(loaded.texts), loaded.root)
     report.problems.extend(loaded.problems)
     built: list[tuple[Model, Origin]] = []
@@ -87,7 +92,14 @@ def run(loaded: Loaded) -> Validation:
                 salvaged.add(origin)
     draft, where = _assemble(built, report, declared, salvaged, bool(loaded.unread))
     checks.run(draft, where, declared, report)
-    problems = tuple(sorted(set(report.problems)))
+    # The order of Problem's fields, as one key per problem: far fewer comparisons made
+    # through dataclass __lt__ when every one of 50,000 PCs has a problem.
+    problems = tuple(
+        sorted(
+            set(report.problems),
+            key=lambda p: (p.file, p.line, p.column, p.severity, p.message, p.field),
+        )
+    )
     if errors(problems) or draft.site is None:
         return Validation(None, problems)
     return Validation(Desired(draft.site, draft.images, draft.departments, draft.batches), problems)
