@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
+from reconciler import logs
+
 # Each module in reconciler.commands registers its own subcommand.
-COMMANDS = ("validate", "plan", "apply", "audit", "schema")
+COMMANDS = ("validate", "plan", "apply", "run", "audit", "schema")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    logs.setup(os.environ.get("KITCTL_LOG_LEVEL", "INFO"))
     code: int = args.run(args)
     return code
 

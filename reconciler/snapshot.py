@@ -75,3 +75,8 @@ def validate_revision(repo_dir: str | Path, revision: str) -> validate.Validatio
 
 def validate_directory(repo_dir: str | Path) -> validate.Validation:
     return validate.run(load.repo(repo_dir))
+
+
+def validate_files(label: str, files: Mapping[str, bytes]) -> validate.Validation:
+    """Validate a snapshot held in memory (a commit's files). Pure."""
+    return validate.run(from_files(label, files))

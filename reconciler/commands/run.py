@@ -1,0 +1,111 @@
+"""`kitctl run`: the controller; `kitctl reconcile --now`: nudge it; `kitctl status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+
+from reconciler import controller, settings
+from reconciler import status as status_file
+from reconciler.clock import SystemClock
+from reconciler.host import LocalHost
+from reconciler.layout import Layout
+from reconciler.source import SourceError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run_cmd = sub.add_parser("run", help="follow the site repo and keep the server converged")
+    run_cmd.add_argument("--config", default=settings.DEFAULT_PATH, help="operator settings file")
+    run_cmd.add_argument("--source", help="site repo: local path or URL")
+    run_cmd.add_argument("--branch", help="branch to follow (default: main)")
+    run_cmd.add_argument("--root", help="server root (default: /)")
+    run_cmd.add_argument("--services", choices=("auto", "systemd", "none"))
+    run_cmd.add_argument("--interval", type=float, help="seconds between polls of a remote source")
+    run_cmd.add_argument("--drift-interval", type=float, help="seconds between drift checks")
+    run_cmd.add_argument(
+        "--allow-rewrite",
+        action="store_true",
+        default=None,
+        help="accept a rewritten (force-pushed) branch",
+    )
+    run_cmd.add_argument("--once", action="store_true", help="one pass, then exit (cron, tests)")
+    run_cmd.set_defaults(run=run)
+
+    nudge = sub.add_parser("reconcile", help="ask the running controller for a pass now")
+    nudge.add_argument("--now", action="store_true", required=True)
+    nudge.add_argument("--root", default="/")
+    nudge.set_defaults(run=reconcile_now)
+
+    show = sub.add_parser("status", help="the controller's conditions and revisions")
+    show.add_argument("--root", default="/")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(run=show_status)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {
+        "source": args.source,
+        "branch": args.branch,
+        "root": args.root,
+        "services": args.services,
+        "interval": args.interval,
+        "drift_interval": args.drift_interval,
+        "allow_rewrite": args.allow_rewrite,
+    }
+    try:
+        chosen = settings.read(args.config, overrides)
+    except settings.SettingsError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    try:
+        return controller.Controller(chosen, clock=SystemClock()).run(once=args.once)
+    except controller.ControllerBusy as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    except SourceError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+
+
+def reconcile_now(args: argparse.Namespace) -> int:
+    pid = controller.running_pid(args.root, Layout())
+    if pid is None:
+        sys.stderr.write("no controller is running for this root; start one with `kitctl run`\n")
+        return 1
+    os.kill(pid, signal.SIGHUP)
+    print(f"asked controller (pid {pid}) for a pass")
+    return 0
+
+
+def show_status(args: argparse.Namespace) -> int:
+    layout = Layout()
+    current = status_file.load(LocalHost(args.root), layout)
+    pid = controller.running_pid(args.root, layout)
+    if args.format == "json":
+        body = asdict(current)
+        body["running"] = pid is not None
+        sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        return 0
+    if not current.updated:
+        print("no pass has run for this root yet")
+        return 0
+    print(f"controller: {f'running (pid {pid})' if pid else 'not running'}")
+    for condition in current.conditions:
+        print(
+            f"{condition.type:<12} {condition.status!s:<5} {condition.reason:<20} {condition.message}"
+        )
+    print(f"last attempted: {current.last_attempted or '-'}")
+    print(f"last applied:   {current.last_applied or '-'}")
+    if current.refused:
+        print(f"refused:        {current.refused} ({current.refused_reason})")
+    print(
+        f"drift:          {', '.join(current.drift) or 'none'} (checked {current.last_drift_check or 'never'})"
+    )
+    print(f"next pass:      {current.next_pass or '-'}")
+    for window in current.open_windows:
+        print(f"open window:    {window.batch} {window.start} .. {window.end}")
+    return 0
