@@ -132,7 +132,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             report.at(
                 at,
                 ("network", "gateway"),
-                "the gateway is the server's own address",
+                "the gateway is the server's own address, so PCs route through the kitting "
+                "server; give the real router's address, or no gateway on an isolated VLAN",
                 Severity.warning,
             )
     pool = net.dhcp.pool
@@ -217,7 +218,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             report.at(
                 item.origin,
                 path,
-                "a fixed IP needs authoritative DHCP; in proxy mode another server assigns addresses",
+                "a fixed IP needs authoritative DHCP: remove it, or use mode: authoritative "
+                "(in proxy mode another server assigns addresses)",
             )
             continue
         if ip not in subnet:
@@ -269,7 +271,8 @@ def _address_plan(desired: Desired, where: Where, pcs: list[PcAt], report: Repor
             report.at(
                 at,
                 ("network", "dhcp", "pool"),
-                f"{dynamic} PCs have no fixed IP but the pool holds only {size} addresses",
+                f"{dynamic} PCs have no fixed IP but the pool holds only {size} addresses; "
+                "enlarge the pool or give PCs fixed IPs",
                 Severity.warning,
             )
 
@@ -595,8 +598,8 @@ def _batches(
                     report.at(
                         origin,
                         ("image",),
-                        f"PC {pc.hostname}'s disk ({pc.disk.size} bytes) is smaller than image "
-                        f"{image.name!r}'s ({image.disk.size} bytes)",
+                        f"PC {pc.hostname}'s disk ({pc.disk.size} bytes) is smaller than the "
+                        f"disk image {image.name!r} was saved from ({image.disk.size} bytes)",
                         Severity.warning,
                     )
     _overlaps(desired, where, windows, targets, report)

@@ -328,9 +328,10 @@ def _syntax_problem(file: str, text: str, exc: YAMLError) -> Problem:
         before = text.encode("utf-8")[: exc.position].decode("utf-8", "replace")
         line = before.count("\n") + 1
         column = len(before) - (before.rfind("\n") + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1])
         message = (
-            f"YAML: character U+{exc.character:04X} is not allowed ({exc.reason}); remove it, "
-            f"or write it as the escape \\u{exc.character:04x} inside a double-quoted string"
+            f"YAML: character U+{code:04X} is not allowed ({exc.reason}); remove it, "
+            f"or write it as the escape \\u{code:04x} inside a double-quoted string"
         )
         return Problem(file, line, column, Severity.error, message)
     if isinstance(exc, MarkedYAMLError):
