@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Address
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,7 +120,7 @@ class Boot(Model):
 
 
 class Multicast(Model):
-    group: Address = Address("239.192.0.1")
+    group: Address = IPv4Address("239.192.0.1")
     """Multicast data group (239.0.0.0/8 is the organisation-local scope)."""
     port: int = 2232
     """udpcast port base: even; udpcast uses it and the next. Each partition adds 2."""

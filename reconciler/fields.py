@@ -419,5 +419,15 @@ OpenPgpFingerprint = Annotated[
 Principal = Annotated[
     str, AfterValidator(principal), _text(r"^[A-Za-z0-9._%+@-]+$", "signer principal")
 ]
-Address = IPv4Address
-Network = IPv4Network
+
+
+def _ip_text(value: object) -> object:
+    """Addresses are written as text: YAML would turn `ip: 5` into the number 5, which
+    ipaddress would quietly read as 0.0.0.5."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"{value!r} is a number; write the address as text, e.g. '192.168.100.21'")
+    return value
+
+
+Address = Annotated[IPv4Address, BeforeValidator(_ip_text)]
+Network = Annotated[IPv4Network, BeforeValidator(_ip_text)]

@@ -28,8 +28,13 @@ def run(args: argparse.Namespace) -> int:
         desired = result.desired
         assert desired is not None
         counts = (
-            f"{len(desired.pcs())} PCs in {len(desired.departments)} departments, "
-            f"{len(desired.images)} images, {len(desired.batches)} batches"
+            f"{_count(len(desired.pcs()), 'PC')} in {_count(len(desired.departments), 'department')}, "
+            f"{_count(len(desired.images), 'image')}, {_count(len(desired.batches), 'batch')}"
         )
         sys.stdout.write(f"{args.repo}: valid ({counts})\n")
     return 1 if failing else 0
+
+
+def _count(number: int, word: str) -> str:
+    plural = word + ("es" if word.endswith("ch") else "s")
+    return f"{number} {word if number == 1 else plural}"
