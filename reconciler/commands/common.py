@@ -29,11 +29,15 @@ def layout(args: argparse.Namespace) -> Layout:
 
 
 def desired_or_report(repo: str) -> Desired | None:
-    """The validated desired state of a working directory, or None after printing why."""
+    """The validated desired state of a working directory, or None after printing why.
+    Warnings of a valid repo go to stderr too: they are worth seeing before an apply."""
     result = snapshot.validate_directory(repo)
     if result.desired is None:
         sys.stderr.write(format_text(result.problems))
         found = len(errors(result.problems))
-        sys.stderr.write(f"{repo}: invalid ({found} errors); nothing was planned or written\n")
+        noun = "error" if found == 1 else "errors"
+        sys.stderr.write(f"{repo}: invalid ({found} {noun}); nothing was planned or written\n")
         return None
+    if result.problems:
+        sys.stderr.write(format_text(result.problems))
     return result.desired
