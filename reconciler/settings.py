@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import load
 from reconciler.desired import AllowedSigner
+from reconciler.fields import absolute_path
+from reconciler.layout import Layout
 
 DEFAULT_PATH = "/etc/kitting/reconciler.yaml"
 
@@ -48,6 +50,23 @@ class Settings(BaseModel):
     signers: list[AllowedSigner] = Field(default_factory=list)
     """Trusted signers of the operator; the last applied commit's site policy adds to them."""
     notes: Notes = Field(default_factory=Notes)
+    paths: dict[str, str] = Field(default_factory=dict)
+    """Where the rendered files live, when not the Debian/Ubuntu defaults (reconciler.layout):
+    e.g. {dnsmasq_conf: /etc/dnsmasq.d/kitting.conf}. The lab uses this to keep a whole
+    server inside one directory."""
+
+    def layout(self) -> Layout:
+        unknown = sorted(set(self.paths) - set(Layout.__dataclass_fields__))
+        if unknown:
+            raise SettingsError(
+                f"unknown paths: {', '.join(unknown)}; known: {', '.join(Layout.__dataclass_fields__)}"
+            )
+        for name, value in self.paths.items():
+            try:
+                absolute_path(value)
+            except ValueError as error:
+                raise SettingsError(f"paths.{name}: {error}") from None
+        return Layout(**self.paths)
 
 
 def read(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
