@@ -96,7 +96,7 @@ def gather(
     """`scan_dirs`: more directories to look in for leftover temporary files (the state
     directory, where the inventory itself is replaced atomically)."""
     paths = sorted(set(rendered.artifacts) | set(inventory.files))
-    files = {p: FileState(host.read(p), host.stat_mode(p)) for p in paths}
+    files = {p: FileState(content, mode) for p, (content, mode) in host.read_files(paths).items()}
     directories = {posixpath.dirname(p) for p in paths} | set(scan_dirs)
     stale = sorted(
         posixpath.join(directory, name)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from reconciler import plan_format, reconcile, review, snapshot
+from reconciler import load, plan_format, reconcile, review, snapshot
 from reconciler.commands import common
 from reconciler.plan import ApplyFirewall, Plan
 from reconciler.problems import Problem, format_json, format_text
@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     desired = common.desired_or_report(args.repo)
     if desired is None:
         return reconcile.EXIT_ERROR
-    built = reconcile.plan_for(desired, args.root, common.layout(args), adopt=args.adopt)
+    # Tens of thousands of small acyclic objects (artifacts, facts, actions): collection
+    # passes over them would only cost time (as while loading, see load.gc_paused).
+    with load.gc_paused():
+        built = reconcile.plan_for(desired, args.root, common.layout(args), adopt=args.adopt)
     sys.stdout.write(plan_format.render(_shown(built, args), args.format))
     if built.blocked and args.format == "text":
         sys.stdout.write(_blocked_hint(len(built.conflicts)))
