@@ -7,6 +7,7 @@ for a missing program (`require_programs`), which also fails when running as roo
 machine is one that `make setup` has provisioned.
 
 `vnet` yields a `VirtualNetwork` (reconciler.lab.netns) and always tears it down.
+`clonezilla_image` is a real image saved by Clonezilla (tests/fixtures/clonezilla.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from reconciler.lab import netns
 from reconciler.lab.probes import PROBE_PATH
+from tests.fixtures import clonezilla
 
 REQUIRE_ENV = "KITTING_REQUIRE_INTEGRATION"
 
@@ -86,3 +88,17 @@ def vnet(tmp_path: Path) -> Iterator[netns.VirtualNetwork]:
         yield net
     finally:
         net.teardown()
+
+
+@pytest.fixture(scope="session")
+def clonezilla_image() -> clonezilla.ClonezillaImage:
+    """A real image saved by ocs-sr, built once per machine and cached (read only: copy it
+    with `clonezilla.copy_image` before breaking it)."""
+    if os.geteuid() != 0:
+        _skip_or_fail("the Clonezilla image needs root", fail_because=_strictness(root_too=False))
+    require_programs(*clonezilla.PROGRAMS)
+    try:
+        return clonezilla.build_or_reuse()
+    except clonezilla.FixtureUnavailable as error:
+        _skip_or_fail(str(error), fail_because=_strictness(root_too=True))
+        raise
