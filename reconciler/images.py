@@ -551,11 +551,19 @@ class _StreamKey:
 def _group_streams(
     files: Iterable[FileEntry], partitions: Sequence[str]
 ) -> dict[_StreamKey, list[StreamFile]]:
+    names = sorted(f.name for f in files)
+    streams = [s for s in map(parse_stream_name, names) if s is not None]
+    # partimage names are bare (`sda1.aa`): look for them only where no other stream is,
+    # so that a stray `sda1.log` beside a partclone stream is not taken for one.
+    taken = {s.partition for s in streams}
+    others = [p for p in partitions if p not in taken]
+    streams += [
+        s
+        for s in (parse_stream_name(n, others) for n in names)
+        if s is not None and s.format is StreamFormat.partimage
+    ]
     groups: dict[_StreamKey, list[StreamFile]] = {}
-    for entry in sorted(files, key=lambda f: f.name):
-        stream = parse_stream_name(entry.name, partitions)
-        if stream is None:
-            continue
+    for stream in sorted(streams, key=lambda s: s.name):
         key = _StreamKey(stream.partition, stream.format, stream.filesystem, stream.compression)
         groups.setdefault(key, []).append(stream)
     return groups

@@ -435,3 +435,9 @@ def test_status_order() -> None:
     findings = judge(variant(drop=("parts",), heads={VFAT: bytes(16)})).findings
     assert {f.kind for f in findings} == {Kind.incomplete, Kind.corrupt}
     assert ImageReport("x", True, findings=findings).status is Status.corrupt
+
+
+def test_a_stray_file_beside_a_stream_is_no_partimage_volume() -> None:
+    report = judge(variant(sizes={"loop0p1.log": 10, "loop0p1.aa": 10}))
+    assert report.findings == ()
+    assert report.partitions[0].chunks == (VFAT,)
