@@ -80,6 +80,7 @@ for d in $WRITABLE; do ok "write $d" sh -c "echo x > $d/.probe && rm $d/.probe";
 for d in /etc/kitting /etc /usr/local /root /home; do ok "write $d" sh -c "echo x > $d/.probe"; done
 ok "read /root/.ssh/known_hosts" cat /root/.ssh/known_hosts
 ok "read /etc/kitting/reconciler.yaml" cat /etc/kitting/reconciler.yaml
+ok "gpg keyring in the state directory" sh -c 'gpg --batch --list-keys && test -s /var/lib/kitting/gnupg/trustdb.gpg'
 # The site repo the settings file names (source: /tmp/site; this service's private /tmp).
 mkdir -p /tmp/site && cp -r "$REPO/site-repo-example/." /tmp/site
 (cd /tmp/site && git init -q -b main && git add -A && git -c user.name=p -c user.email=p@x commit -qm site)
@@ -184,6 +185,7 @@ def test_the_controller_runs_inside_the_units_sandbox(container: Path) -> None:
     for check in (
         "read /root/.ssh/known_hosts",
         "read /etc/kitting/reconciler.yaml",
+        "gpg keyring in the state directory",
         "audit verify",
         "clone in the state directory",
         "SIGHUP dnsmasq",
