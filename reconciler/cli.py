@@ -25,10 +25,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# The controller's log is its product (journald); one-shot commands print their own
+# report on stdout, so their log lines would only repeat it.
+LOGGING_COMMANDS = frozenset({"run", "lab"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.setup(os.environ.get("KITCTL_LOG_LEVEL", "INFO"))
-    code: int = args.run(args)
+    default = "INFO" if args.command in LOGGING_COMMANDS else "WARNING"
+    logs.setup(os.environ.get("KITCTL_LOG_LEVEL", default))
+    try:
+        code: int = args.run(args)
+    except BrokenPipeError:
+        # `kitctl audit log | head`: the reader left; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return code
 
 
