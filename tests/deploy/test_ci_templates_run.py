@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import RequirePrograms
-from tests.deploy.unitfile import REPO
+from tests.deploy.unitfile import REPO, RequirePrograms
 
 pytestmark = pytest.mark.integration
 

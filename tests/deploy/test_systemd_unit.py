@@ -18,8 +18,8 @@ import pytest
 from reconciler import render, runner, settings, snapshot, source
 from reconciler.desired import Boot, Site
 from reconciler.layout import Layout
-from tests.conftest import RequirePrograms
 from tests.deploy import unitfile
+from tests.deploy.unitfile import RequirePrograms
 
 SERVICE = "Service"
 

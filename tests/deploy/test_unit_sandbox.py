@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RequirePrograms
 from tests.deploy import unitfile
 from tests.deploy.test_systemd_unit import EXPECTED_WRITABLE
+from tests.deploy.unitfile import RequirePrograms
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,14 @@ comments on their own lines, backslash continuations. Pure; no systemd needed.""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "systemd" / "kitting-reconciler.service"
+
+RequirePrograms = Callable[..., None]
+"""The type of the shared `require_programs` fixture (tests/conftest.py)."""
 
 # Keys whose values systemd joins across repeated lines (space-separated lists).
 LIST_KEYS = frozenset(
