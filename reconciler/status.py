@@ -5,7 +5,7 @@ path of a pass, read by `kitctl status`. Serialization is pure; `save`/`load` us
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,9 @@ class Status:
     refused: str = ""
     """The head that was refused, so it is reported once and not retried until the branch moves."""
     refused_reason: str = ""
+    source_error: str = ""
+    """The reason of the last failed fetch ("" once a fetch works), so that its conditions
+    are lifted when the source recovers."""
     drift: tuple[str, ...] = ()
     """Paths (or "firewall") found drifted and repaired at the last drift check."""
     last_drift_check: str = ""
@@ -84,6 +87,8 @@ def to_json(status: Status) -> bytes:
 
 def from_json(raw: bytes) -> Status:
     data: dict[str, Any] = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("status must be a JSON object")
     conditions = tuple(Condition(**c) for c in data.pop("conditions", []))
     windows = tuple(Window(**w) for w in data.pop("open_windows", []))
     drift = tuple(data.pop("drift", []))
@@ -103,13 +108,12 @@ def load(host: Host, layout: Layout) -> Status:
     try:
         return from_json(raw)
     except (ValueError, TypeError):
-        return (
-            Status()
-        )  # unreadable status is rebuilt by the next pass; the audit log keeps history
+        # an unreadable status is rebuilt by the next pass; the audit log keeps the history
+        return Status()
 
 
 def save(host: Host, layout: Layout, status: Status) -> None:
     host.write_atomic(path(layout), to_json(status), 0o644)
 
 
-__all__ = ["Condition", "Status", "Window", "field"]
+__all__ = ["Condition", "Status", "Window"]

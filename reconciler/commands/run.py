@@ -76,7 +76,14 @@ def reconcile_now(args: argparse.Namespace) -> int:
     if pid is None:
         sys.stderr.write("no controller is running for this root; start one with `kitctl run`\n")
         return 1
-    os.kill(pid, signal.SIGHUP)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:  # it exited between reading the lock and the signal
+        sys.stderr.write(f"the controller (pid {pid}) has just exited; nothing to nudge\n")
+        return 1
+    except PermissionError:
+        sys.stderr.write(f"not allowed to signal the controller (pid {pid}); run as its user\n")
+        return 1
     print(f"asked controller (pid {pid}) for a pass")
     return 0
 
