@@ -176,3 +176,20 @@ def test_nudge_busy_and_clean_stop(
     gone = kitctl("reconcile", "--now", "--root", str(root))
     assert gone.returncode == 1
     assert "no controller is running for this root" in gone.stderr
+
+
+def test_a_url_source_is_polled(site: SiteRepo, root: Path) -> None:
+    """A URL is not watched (it could be anywhere): the loop polls it every interval."""
+    first = site.head()
+    url = f"file://{site.path}"
+    ctl = controller(site, root, SystemClock(), source=url, interval=0.5, drift_interval=3600)
+    loop = LoopThread(ctl.run)
+    try:
+        wait_until(lambda: status_json(root).get("last_applied") == first, 10, "first commit")
+        site.lease("8h")
+        second = site.commit("Shorter leases")
+        # a poll comes within 0.55 s (0.5 s +- 10 % jitter); the pass itself takes < 1 s
+        wait_until(lambda: status_json(root).get("last_applied") == second, 5, "a poll")
+    finally:
+        assert loop.close() == 0
+    assert dhcp_range(28800) in (root / DNSMASQ).read_text()
