@@ -14,15 +14,25 @@ from typing import Any
 from reconciler import facts, inventory, plan, render
 from reconciler.checks import batch_targets, window_bounds
 from reconciler.desired import Batch, Desired
+from reconciler.facts import LiveFirewall, ServiceState
 from reconciler.host import MemoryHost
 from reconciler.layout import Layout
-from reconciler.live_firewall import NoFirewall
-from reconciler.services import NoServices
+from reconciler.rendered import Service
 
 # Shown in full in the summary line; the other fields only when they change.
 _SUMMARIZED = frozenset({"kind", "name", "image", "action", "targets", "mode", "window"})
 _NAMED_PCS = 5
 """At most this many hostnames are named when a batch gains or loses PCs."""
+
+
+class _Unobserved:
+    """A server that exists only as files: no services, no kernel firewall to look at."""
+
+    def state(self, service: Service) -> ServiceState:
+        return ServiceState.unknown
+
+    def read(self) -> LiveFirewall:
+        return LiveFirewall(observed=False, error="a review compares revisions, not a server")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ def server_plan(base: Desired | None, head: Desired, layout: Layout) -> plan.Pla
             {path: plan.entry_for(a) for path, a in base_rendered.artifacts.items()}
         )
     head_rendered = render.all(head, layout)
-    observed = facts.gather(host, head_rendered, owned, NoServices(), NoFirewall())
+    observed = facts.gather(host, head_rendered, owned, _Unobserved(), _Unobserved())
     built = plan.build(head_rendered, observed, layout=layout)
     # No live table exists in a comparison of two revisions: the only firewall news is a
     # change of the rendered table, which `plan` reports as an action already.
