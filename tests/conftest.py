@@ -6,6 +6,9 @@ root. Without root they are skipped, with the reason; when KITTING_REQUIRE_INTEG
 for a missing program (`require_programs`), which also fails when running as root: a root
 machine is one that `make setup` has provisioned.
 
+Tests marked `netns` enter network or mount namespaces; on a machine that cannot (a
+chroot) they are skipped with the reason, except under KITTING_REQUIRE_INTEGRATION=1.
+
 `vnet` yields a `VirtualNetwork` (reconciler.lab.netns) and always tears it down.
 `clonezilla_image` is a real image saved by Clonezilla (tests/fixtures/clonezilla.py).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,12 +59,59 @@ def require_programs(*names: str) -> None:
         _skip_or_fail(reason, fail_because=_strictness(root_too=True))
 
 
+_namespace_problem: str | None = None
+_namespace_probed = False
+
+
+def namespace_problem() -> str | None:
+    """Why this machine cannot enter network and mount namespaces, or None when it can.
+
+    A chroot (such as the fresh-machine check) has no mount point at /, so neither
+    `ip netns exec` / `ip -n` nor `unshare --mount` can set mount propagation there. That
+    is the machine, not a missing install step: such tests are skipped with this reason,
+    unless KITTING_REQUIRE_INTEGRATION=1 (CI on a real machine), where they fail.
+    """
+    global _namespace_problem, _namespace_probed
+    if not _namespace_probed:
+        _namespace_probed = True
+        name = f"kt-probe-{os.getpid()}"
+        try:
+            steps = (
+                ["ip", "netns", "add", name],
+                ["ip", "-n", name, "link", "set", "lo", "up"],
+                ["unshare", "--mount", "true"],
+            )
+            for argv in steps:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+                if done.returncode != 0:
+                    _namespace_problem = (
+                        f"this machine cannot enter namespaces ({' '.join(argv[:3])}: "
+                        f"{done.stderr.strip()}); a chroot has no mount point at /"
+                    )
+                    break
+        except (OSError, subprocess.TimeoutExpired) as error:
+            _namespace_problem = f"this machine cannot enter namespaces: {error}"
+        finally:
+            subprocess.run(
+                ["ip", "netns", "del", name], capture_output=True, timeout=10, check=False
+            )
+    return _namespace_problem
+
+
+def require_namespaces() -> None:
+    problem = namespace_problem()
+    if problem is not None:
+        _skip_or_fail(problem, fail_because=_strictness(root_too=False))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("integration") is not None and os.geteuid() != 0:
         _skip_or_fail(
             "integration test: needs root for network namespaces",
             fail_because=_strictness(root_too=False),
         )
+    if item.get_closest_marker("netns") is not None:
+        require_namespaces()
 
 
 @pytest.fixture(name="require_programs")
@@ -80,6 +131,7 @@ def vnet(tmp_path: Path) -> Iterator[netns.VirtualNetwork]:
     if os.geteuid() != 0:
         _skip_or_fail("the lab network needs root", fail_because=_strictness(root_too=False))
     require_programs("ip")
+    require_namespaces()
     if not _stale_swept:  # leftovers of crashed runs, once per session
         netns.cleanup_stale()
         _stale_swept = True

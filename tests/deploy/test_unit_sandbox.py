@@ -30,7 +30,7 @@ from tests.deploy import unitfile
 from tests.deploy.test_systemd_unit import EXPECTED_WRITABLE
 from tests.deploy.unitfile import RequirePrograms
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 BOOT_SECONDS = 20.0
 PROBE_SECONDS = 90.0

@@ -39,6 +39,7 @@ def inside(namespace: str, argv: Sequence[str], *, timeout: float = 60.0) -> Com
 
 
 @pytest.mark.integration
+@pytest.mark.netns
 def test_load_record_drift_and_repair(netns: str, tmp_path: Path) -> None:
     runner = partial(inside, netns)
     host = LocalHost(tmp_path)

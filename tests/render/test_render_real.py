@@ -81,6 +81,7 @@ def test_dnsmasq_accepts_every_golden_reservation_line(
         assert done.returncode == 0, (path, done.stderr)
 
 
+@pytest.mark.netns
 def test_nft_accepts_every_golden_table(
     require_programs: RequirePrograms, scratch_netns: str
 ) -> None:
@@ -90,6 +91,7 @@ def test_nft_accepts_every_golden_table(
         assert done.returncode == 0, (path, done.stderr)
 
 
+@pytest.mark.netns
 def test_nft_file_replaces_its_table_atomically_and_leaves_others_alone(
     require_programs: RequirePrograms, scratch_netns: str, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_nft_file_replaces_its_table_atomically_and_leaves_others_alone(
     assert "tcp dport 9 drop" in _run([*nft, "list", "table", "inet", "other"]).stdout
 
 
+@pytest.mark.netns
 def test_sshd_accepts_the_dropin_and_applies_its_values(
     require_programs: RequirePrograms, tmp_path: Path
 ) -> None:
@@ -186,6 +189,7 @@ def _write(rendered: Rendered, paths: list[str]) -> None:
         target.write_bytes(rendered.artifacts[path].content)
 
 
+@pytest.mark.netns
 @pytest.mark.slow
 def test_pcs_get_boot_files_by_architecture_through_the_rendered_firewall(
     vnet: VirtualNetwork, tmp_path: Path, require_programs: RequirePrograms
@@ -281,6 +285,7 @@ def _new_department() -> Department:
     )
 
 
+@pytest.mark.netns
 @pytest.mark.slow
 def test_ganesha_serves_the_export_read_only_to_the_subnet_only(
     vnet: VirtualNetwork, tmp_path: Path, require_programs: RequirePrograms
