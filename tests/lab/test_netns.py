@@ -19,7 +19,7 @@ from reconciler.lab import netns, probes
 from reconciler.lab.netns import NicSpec, VirtualNetwork
 from reconciler.lab.procs import Proc, ProcessRegistry
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 RequirePrograms = Callable[..., None]
 
