@@ -523,6 +523,13 @@ def teardown(prefix: str, *, state_dir: Path = STATE_DIR, grace: float = 2.0) ->
     return removed
 
 
+def hand_over(prefix: str, pid: int, *, state_dir: Path = STATE_DIR) -> None:
+    """Make process `pid` the owner of run `prefix`: a lab kept running after the command
+    that built it ends is owned by one of its own programs, so `cleanup_stale` leaves it
+    alone while that program lives."""
+    _write_record(state_dir, OwnerRecord(check_prefix(prefix), pid, _start_time(pid)))
+
+
 def cleanup_stale(*, state_dir: Path = STATE_DIR) -> list[str]:
     """Tear down every lab run whose owner process is gone; returns their prefixes.
 
