@@ -1,0 +1,462 @@
+"""The rehearsal: a kitting day on simulated PCs, against the real reconciler and programs.
+
+`run(Options(pcs=4))`:
+
+1. builds the virtual network: the kitting switch, the server (`srv`, 192.168.100.1, and
+   198.18.0.1 on the production switch: it routes between the two, so the reconciler's
+   forward chain is what keeps PCs off production), the admin terminal (`adm`,
+   192.168.100.200, in the admin range), the production host (`prodsrv`, 198.18.0.10),
+   the site's PCs and one PC the site does not know (`stray`);
+2. writes the lab directory: the server tree, the real boot loaders in the TFTP root, an
+   image in the images root, and the lab site repo as a git commit (`labsite`);
+3. shows that the admin terminal reaches production through the server (the control);
+4. runs the real controller for one pass: `Controller` with the lab's settings (every
+   path under the lab directory) and seams whose service manager is `LabServices`, and
+   whose firewall reader and preflight run inside the server's namespace. The programs
+   therefore run exactly as the reconciler configured them. A plan right after must be
+   empty;
+5. lets every PC play its steps (`pcsteps`) in parallel, a bounded number at a time;
+6. runs the lab-wide checks (`security`);
+7. reports (`report`) and tears everything down, unless kept for exploration.
+
+Every failure path tears down too: programs by PID, then the run's namespaces; the logs
+and report stay in the run directory until `kitctl lab down`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from loguru import logger
+
+from reconciler import preflight, reconcile, snapshot
+from reconciler.clock import SystemClock
+from reconciler.controller import Controller
+from reconciler.desired import Desired
+from reconciler.host import LocalHost
+from reconciler.lab import labsite, netns, pcsteps, security, workspace
+from reconciler.lab.netns import KITTING_SWITCH, PRODUCTION_SWITCH, Host, NicSpec, VirtualNetwork
+from reconciler.lab.nsrunner import NetnsRunner
+from reconciler.lab.procs import ProcessRegistry
+from reconciler.lab.report import (
+    CheckResult,
+    PcResult,
+    Report,
+    StepResult,
+    progress_line,
+    to_json,
+)
+from reconciler.lab.services import LabServices
+from reconciler.layout import Layout
+from reconciler.live_firewall import NftReader
+from reconciler.rendered import Service
+from reconciler.settings import Settings
+from reconciler.status import READY
+
+Progress = Callable[[str], None]
+MAX_PARALLEL = 8
+
+
+class RehearsalError(RuntimeError):
+    """The lab could not be set up (the site, the network, a missing program)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    pcs: int = 4
+    keep: bool = False
+    base: Path = workspace.LAB_BASE
+    image: Path | None = None
+    """A Clonezilla image directory to serve; None: a small stand-in."""
+    parallel: int = 4
+    """PCs playing at the same time."""
+    prefix: str | None = None
+    """The run's prefix (tests choose it); None: a fresh one."""
+
+
+@dataclass
+class Lab:
+    """A lab being rehearsed: its directory, network, hosts and server programs."""
+
+    run: workspace.RunDir
+    net: VirtualNetwork
+    pcs: tuple[labsite.LabPc, ...]
+    hosts: dict[str, Host] = field(default_factory=dict)
+    services: LabServices | None = None
+    layout: Layout | None = None
+
+
+def run(options: Options, progress: Progress = lambda line: None) -> Report:
+    """Rehearse; return the report (also written to the run directory's report.json)."""
+    labsite.check_count(options.pcs)
+    if not 1 <= options.parallel <= MAX_PARALLEL:
+        raise ValueError(f"parallel must be 1..{MAX_PARALLEL}, got {options.parallel}")
+    started = time.monotonic()
+    netns.cleanup_stale()  # the leftovers of crashed runs (their owners are gone)
+    prefix = options.prefix or _fresh_prefix(options.base)
+    run_dir = workspace.create(options.base, prefix)
+    report = Report(prefix=prefix, run_dir=str(run_dir.path))
+    kept = False
+    net = VirtualNetwork.create(log_dir=run_dir.logs, prefix=prefix)
+    pcs = (*labsite.lab_pcs(prefix, options.pcs), labsite.stray_pc(prefix))
+    lab = Lab(run_dir, net, pcs)
+    try:
+        report = _rehearse(lab, options, report, progress)
+        if options.keep:
+            kept = _keep(lab)
+    except Exception as error:
+        logger.bind(target=prefix, commit=None).exception("rehearsal failed")
+        report = replace(report, error=f"{type(error).__name__}: {error}")
+        progress(f"error: {report.error}")
+    finally:
+        if not kept:
+            _tear_down(lab)
+        report = replace(report, seconds=time.monotonic() - started, kept=kept)
+        run_dir.report.write_text(to_json(report))
+    return report
+
+
+def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) -> Report:
+    tree = lab.run.server
+    workspace.place_boot_files(tree)
+    image_files = workspace.place_image(tree, options.image)
+    site_pcs = tuple(pc for pc in lab.pcs if pc.in_site)
+    files = labsite.site_files(site_pcs, tree)
+    validation = snapshot.validate_files("kitting-lab", files)
+    if validation.desired is None:
+        problems = "; ".join(p.text() for p in validation.problems)
+        raise RehearsalError(f"the generated lab site is invalid: {problems}")
+    commit = workspace.commit_site(lab.run.site_repo, files, f"Kitting lab: {len(site_pcs)} PCs")
+    report = replace(report, commit=commit, facts=_facts(lab))
+    _build_network(lab)
+    progress(f"network {lab.run.prefix}: server, admin, production, {len(lab.pcs)} PCs")
+
+    checks: list[CheckResult] = []
+    roles = _roles(lab)
+    checks.append(_checked(lab, "control", lambda p: security.production_control(p, roles)))
+    _say(progress, checks[-1])
+
+    passed = _controller_pass(lab, commit, validation.desired)
+    checks.extend(passed)
+    for check in passed:
+        _say(progress, check)
+    if not all(check.ok for check in passed):
+        return replace(report, checks=tuple(checks), pcs=tuple(_not_run(pc) for pc in lab.pcs))
+
+    bench = pcsteps.Bench(
+        net=lab.net,
+        server=labsite.SERVER,
+        tftp_root=Path(tree.tftp_root),
+        images_root=Path(tree.images_root),
+        image=labsite.IMAGE,
+        image_files=image_files,
+    )
+    workers = min(options.parallel, len(lab.pcs))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lab-pc") as pool:
+        futures = [pool.submit(_play, lab, bench, pc, progress) for pc in lab.pcs]
+        pcs = tuple(future.result() for future in futures)
+
+    checks.extend(_security_checks(lab, validation.desired, progress))
+    for check in pc_checks(pcs):
+        checks.append(check)
+        _say(progress, check)
+    return replace(report, pcs=pcs, checks=tuple(checks))
+
+
+def pc_checks(pcs: tuple[PcResult, ...]) -> list[CheckResult]:
+    """The security facts the PCs' own steps showed, as checks of their own: declared PCs
+    fetched their files over TFTP through the live firewall; undeclared PCs got an address
+    and no boot file. Pure."""
+    declared = [pc for pc in pcs if pc.in_site]
+    fetched = [step for pc in declared for step in pc.steps if step.name in ("boot-file", "loader")]
+    tftp_ok = bool(declared) and all(
+        any(step.name == "boot-file" and step.ok for step in pc.steps) for pc in declared
+    )
+    tftp = CheckResult(
+        "tftp-through-firewall",
+        tftp_ok,
+        f"declared PCs: {len(declared)}; boot files fetched: {sum(s.ok for s in fetched)} "
+        f"({sum(s.bytes for s in fetched)} bytes), with the firewall live",
+    )
+    strangers = [pc for pc in pcs if not pc.in_site]
+    unknown_ok = bool(strangers) and all(pc.ok and not pc.boot_file for pc in strangers)
+    words = ", ".join(
+        f"{pc.name}: {pc.address or 'no address'}, boot file {pc.boot_file or 'none'}"
+        for pc in strangers
+    )
+    unknown = CheckResult("unknown-pc-no-boot-file", unknown_ok, words or "no unknown PC ran")
+    return [tftp, unknown]
+
+
+# ---------------------------------------------------------------- the network
+
+
+def _build_network(lab: Lab) -> None:
+    net, prefix = lab.net, lab.run.prefix
+
+    def mac(node: int, nic: int = 0) -> str:
+        return netns.lab_mac(prefix, node, nic)
+
+    net.add_switch(KITTING_SWITCH)
+    net.add_switch(PRODUCTION_SWITCH)
+    server = labsite.SERVER_NODE
+    lab.hosts["srv"] = net.add_router(
+        "srv",
+        legs=(
+            NicSpec(KITTING_SWITCH, mac=mac(server), address=str(labsite.SERVER_KITTING)),
+            NicSpec(PRODUCTION_SWITCH, mac=mac(server, 1), address=str(labsite.SERVER_PRODUCTION)),
+        ),
+    )
+    lab.hosts["adm"] = net.add_host(
+        "adm",
+        nics=(NicSpec(mac=mac(labsite.ADMIN_NODE), address=str(labsite.ADMIN_HOST)),),
+        gateway=str(labsite.SERVER),
+    )
+    lab.hosts["prodsrv"] = net.add_host(
+        "prodsrv",
+        nics=(
+            NicSpec(
+                PRODUCTION_SWITCH,
+                mac=mac(labsite.PRODUCTION_NODE),
+                address=str(labsite.PRODUCTION_HOST),
+            ),
+        ),
+        gateway=str(labsite.SERVER_PRODUCTION.ip),
+    )
+    for pc in lab.pcs:
+        lab.hosts[pc.node] = net.add_host(pc.node, nics=tuple(NicSpec(mac=m) for m in pc.macs))
+
+
+def _roles(lab: Lab) -> security.Roles:
+    return security.Roles(
+        server=lab.hosts["srv"],
+        admin=lab.hosts["adm"],
+        production=lab.hosts["prodsrv"],
+        pc=lab.hosts[lab.pcs[0].node],
+    )
+
+
+# ---------------------------------------------------------------- the controller
+
+
+def _controller_pass(lab: Lab, commit: str, desired: Desired) -> list[CheckResult]:
+    """One pass of the real controller against the lab server, then a plan that must be
+    empty (the server matches the commit; nothing would be written or reloaded)."""
+    tree = lab.run.server
+    settings = Settings(source=str(lab.run.site_repo), branch="main", paths=tree.layout_paths())
+    layout = settings.layout()
+    server_ns = lab.hosts["srv"].netns
+    services = LabServices(lab.net.procs, server_ns, layout, lab.run.private)
+    lab.services, lab.layout = services, layout
+    in_server = NetnsRunner(server_ns)
+    seams = reconcile.Seams(
+        host=LocalHost("/"),
+        services=services,
+        firewall=NftReader(in_server),
+        preflight=partial(preflight.check, layout=layout, runner=in_server),
+    )
+    controller = Controller(settings, clock=SystemClock(), layout=layout, seams=seams)
+    try:
+        outcome = controller.pass_once("lab")
+    finally:
+        controller.source.close()
+    ready = outcome.status.condition(READY)
+    asked = ", ".join(f"{verb} {what}" for verb, what in services.calls) or "nothing"
+    applied = (
+        outcome.applied
+        and ready is not None
+        and ready.status
+        and outcome.status.last_applied == commit
+    )
+    message = ready.message if ready is not None else "no Ready condition"
+    results = [CheckResult("controller-pass", applied, f"{message}; asked: {asked}")]
+    if not applied:
+        return results
+    before = len(services.calls)
+    plan = reconcile.plan_for(desired, "/", layout, seams=seams)
+    idle = not plan.changes and len(services.calls) == before
+    results.append(CheckResult("plan-after-pass", idle, plan.summary or "no changes"))
+    return results
+
+
+# ---------------------------------------------------------------- the PCs
+
+
+def _play(lab: Lab, bench: pcsteps.Bench, pc: labsite.LabPc, progress: Progress) -> PcResult:
+    host = lab.hosts[pc.node]
+    with ProcessRegistry(lab.run.logs / pc.node) as procs:
+        session = pcsteps.PcSession(pc, host, procs)
+
+        def said(step: StepResult) -> None:
+            progress(progress_line(pc.node, step))
+
+        steps = pcsteps.play(bench, session, pcsteps.steps_for(pc), said)
+    lease = session.lease
+    return replace(
+        _not_run(pc),
+        address=str(lease.address.ip) if lease is not None else "",
+        boot_file=(lease.boot_file or "") if lease is not None else "",
+        menu=session.menu_file,
+        steps=steps,
+    )
+
+
+def _not_run(pc: labsite.LabPc) -> PcResult:
+    return PcResult(
+        name=pc.node,
+        hostname=pc.hostname,
+        firmware=pc.firmware.value,
+        macs=pc.macs,
+        in_site=pc.in_site,
+        expected_address=str(pc.fixed_ip) if pc.fixed_ip is not None else "pool",
+    )
+
+
+# ---------------------------------------------------------------- lab-wide checks
+
+
+def _security_checks(lab: Lab, desired: Desired, progress: Progress) -> list[CheckResult]:
+    roles = _roles(lab)
+    first = lab.pcs[0]
+    # The PC keeps its reserved address and tries production through the server, as a
+    # PC that set its own route would (the site hands out no gateway).
+    address = f"{first.fixed_ip}/{labsite.SERVER_KITTING.network.prefixlen}"
+    lab.net.assign(roles.pc, address, gateway=str(labsite.SERVER))
+    if lab.services is None or lab.layout is None:
+        raise RehearsalError("the lab-wide checks need the controller's pass first")
+    host_key, layout = lab.services.host_key, lab.layout
+    checks: list[tuple[str, Callable[[ProcessRegistry], CheckResult]]] = [
+        ("production", lambda p: security.production_blocked(p, roles)),
+        ("ssh", lambda p: security.ssh_admin_only(p, roles, host_key)),
+        ("ports", lambda p: security.closed_port(p, roles)),
+        ("firewall", lambda p: security.firewall_live(roles)),
+        ("kernel-nfs", lambda p: security.kernel_nfs_files(desired, layout, roles.server.netns)),
+    ]
+    with ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="lab-check") as pool:
+        futures = [pool.submit(_checked, lab, name, check) for name, check in checks]
+        results = [future.result() for future in futures]
+    for result in results:
+        _say(progress, result)
+    return results
+
+
+def _checked(lab: Lab, name: str, check: Callable[[ProcessRegistry], CheckResult]) -> CheckResult:
+    """Run one check with its own process registry (threads do not share one)."""
+    with ProcessRegistry(lab.run.logs / "checks" / name) as procs:
+        try:
+            return check(procs)
+        except Exception as error:
+            logger.bind(target=lab.run.prefix, commit=None).exception(f"check {name} raised")
+            return CheckResult(name, False, f"error: {type(error).__name__}: {error}")
+
+
+def _say(progress: Progress, check: CheckResult) -> None:
+    progress(f"{'check':<6} {check.name:<24} {'ok  ' if check.ok else 'FAIL'} {check.detail}")
+
+
+# ---------------------------------------------------------------- ending
+
+
+_KEPT: list[ProcessRegistry] = []
+"""The programs of labs kept running by this process. Their handles stay referenced: they
+outlive `run` on purpose, and `down` reaps them by PID when it ends them."""
+
+
+def _keep(lab: Lab) -> bool:
+    """Leave the lab running: its dnsmasq owns the run from now on, so sweeps of stale
+    runs leave it alone until `kitctl lab down`."""
+    pid = lab.services.pid(Service.dnsmasq) if lab.services is not None else None
+    if pid is None:
+        return False
+    netns.hand_over(lab.run.prefix, pid, state_dir=lab.net.state_dir)
+    lab.run.mark("kept", pid)
+    _KEPT.append(lab.net.procs)
+    return True
+
+
+def _tear_down(lab: Lab) -> None:
+    try:
+        lab.net.teardown()
+    finally:
+        workspace.detach_loops(lab.run)
+        workspace.remove_server(lab.run)
+        lab.run.mark("finished", os.getpid())
+
+
+def _facts(lab: Lab) -> dict[str, str]:
+    tree = lab.run.server
+    return {
+        "server_netns": netns.namespace_name(lab.run.prefix, "srv"),
+        "server": str(labsite.SERVER),
+        "admin": str(labsite.ADMIN_HOST.ip),
+        "production": str(labsite.PRODUCTION_HOST.ip),
+        "site_repo": str(lab.run.site_repo),
+        "server_root": str(tree.root),
+        "tftp_root": str(tree.tftp_root),
+        "images_root": str(tree.images_root),
+        "logs": str(lab.run.logs),
+        "report": str(lab.run.report),
+    }
+
+
+def _fresh_prefix(base: Path) -> str:
+    taken = {netns.prefix_of(name) for name in netns.list_namespaces()}
+    for _ in range(16):
+        prefix = netns.make_prefix(secrets.token_bytes(3))
+        unused = prefix not in taken and not netns.record_path(netns.STATE_DIR, prefix).exists()
+        if unused and not workspace.run_dir(base, prefix).path.exists():
+            return prefix
+    raise RehearsalError("no unused lab prefix after 16 tries")
+
+
+# ---------------------------------------------------------------- kitctl lab down
+
+
+@dataclass(frozen=True)
+class Removed:
+    prefix: str
+    namespaces: int
+    loops: tuple[str, ...] = ()
+    files: bool = False
+    """Was its run directory removed too?"""
+
+
+def down(base: Path = workspace.LAB_BASE) -> tuple[list[Removed], list[str]]:
+    """Remove every lab run under `base` that is kept or whose owner is gone (namespaces,
+    processes, loop devices, files), and any other crashed lab run's namespaces.
+
+    Returns (what was removed, runs left alone because their `kitctl lab run` is still
+    going)."""
+    removed: list[Removed] = []
+    busy: list[str] = []
+    while _KEPT:  # labs this process kept: end (and reap) their programs by PID first
+        _KEPT.pop().stop_all()
+    for found in workspace.runs(base):
+        state = found.record().get("state")
+        if state == "running" and _owner_alive(found.prefix):
+            busy.append(found.prefix)
+            continue
+        namespaces = netns.teardown(found.prefix)
+        loops = workspace.detach_loops(found)
+        workspace.remove(found)
+        removed.append(Removed(found.prefix, len(namespaces), tuple(loops), files=True))
+    for prefix in netns.cleanup_stale():  # crashed runs of tests or other tools
+        removed.append(Removed(prefix, 0))
+    return removed, busy
+
+
+def _owner_alive(prefix: str) -> bool:
+    path = netns.record_path(netns.STATE_DIR, prefix)
+    try:
+        record = netns.OwnerRecord.decode(path.read_bytes())
+        stat = Path(f"/proc/{record.pid}/stat").read_text()
+        return netns.start_time_from_stat(stat) == record.start_time
+    except (OSError, ValueError, IndexError):
+        return False
