@@ -5,10 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ROOT ?= build/demo-root
 
-.PHONY: demo test setup deps lint typecheck unit integration schemas bench clean
+.PHONY: demo test setup deps lint typecheck unit integration schemas bench clean lab
 
 demo: setup
 	@bash deploy/demo.sh "$(BIN)/kitctl" site-repo-example "$(DEMO_ROOT)"
+
+# The rehearsal lab (docs/lab.md): root only; LAB_ARGS="--pcs 8 --keep" to change it.
+lab: setup
+	@test "$$(id -u)" -eq 0 || { echo "error: make lab builds network namespaces: run it as root" >&2; exit 1; }
+	$(BIN)/kitctl lab run $(LAB_ARGS)
 
 test: setup lint typecheck
 	$(BIN)/pytest
@@ -21,8 +26,9 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed; install python3-venv (run 'make' as root to have it done)" >&2; exit 1; }
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@echo "installing kitting-reconciler and its Python dependencies into $(VENV) (log: $(VENV)/pip.log)"
+	@{ $(BIN)/python -m pip install -q --upgrade pip && \
+	   $(BIN)/python -m pip install -q -e '.[test]'; } >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
 lint: setup
