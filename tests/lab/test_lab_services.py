@@ -21,7 +21,7 @@ from reconciler.layout import Layout
 from reconciler.rendered import Service
 from reconciler.services import ServiceError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 RequirePrograms = Callable[..., None]
 

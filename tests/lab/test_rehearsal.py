@@ -21,7 +21,7 @@ import pytest
 from reconciler.cli import main
 from reconciler.lab import netns, pcsteps, rehearsal, workspace
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 RequirePrograms = Callable[..., None]
 PROGRAMS = (
@@ -72,6 +72,7 @@ def _steps(pc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["name"]: step for step in pc["steps"]}
 
 
+@pytest.mark.slow
 def test_four_pcs_boot_against_the_reconciled_lab_server(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,6 +202,7 @@ def test_a_failure_mid_run_still_tears_everything_down(
     assert not netns.record_path(netns.STATE_DIR, prefix).exists()
 
 
+@pytest.mark.slow
 def test_a_kept_lab_runs_on_until_lab_down(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prefix = netns.make_prefix(secrets.token_bytes(3))
     try:
