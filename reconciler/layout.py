@@ -21,3 +21,6 @@ class Layout:
     # makes the hardening win over e.g. 50-cloud-init.conf.
     sshd_dropin: str = "/etc/ssh/sshd_config.d/00-kitting.conf"
     state_dir: str = "/var/lib/kitting"
+    # dnsmasq writes its log here (log-facility); the controller reads its TFTP lines to
+    # see which PC fetched its per-PC boot file (one-shot arming).
+    dnsmasq_log: str = "/var/log/kitting/dnsmasq.log"

@@ -197,8 +197,13 @@ class LabServices:
             f"--dhcp-leasefile={self.private / 'dnsmasq.leases'}",
             f"--pid-file={self.private / 'dnsmasq.pid'}",
         ]
+        # The rendered file's log-facility wins over --log-facility=-: dnsmasq writes its log
+        # to that file (the reconciler reads its TFTP lines), whose directory must exist.
+        log = Path(self.layout.dnsmasq_log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        before = len(_text(log))  # a restart's readiness is in what this start writes
         proc = self._procs.start(argv, netns=self.netns, name="dnsmasq")
-        self._wait(proc, lambda: "started, version" in proc.output(), "start")
+        self._wait(proc, lambda: "started, version" in proc.output() + _text(log)[before:], "start")
         return proc
 
     def _start_nfs(self) -> Proc:
@@ -269,6 +274,13 @@ class LabServices:
             words += "\n" + log.read_text(errors="replace")[-OUTPUT_TAIL:]
         proc.stop()
         raise ServiceError(f"{proc.name} did not {what} within {self.ready_timeout:g} s: {words}")
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(proc: Proc) -> str:

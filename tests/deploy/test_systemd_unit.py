@@ -39,6 +39,9 @@ EXPECTED_WRITABLE = {
 }
 # Not the reconciler's to create: exportfs's state (nfs-utils) and the operator's images.
 NOT_CREATED = {"/var/lib/nfs", "/home/partimag"}
+# Layout paths the controller only reads: dnsmasq writes its log, the controller tails it.
+READ_ONLY_LAYOUT = {"dnsmasq_log"}
+DNSMASQ_LOG_DIR = "/var/log/kitting"
 
 
 def _covered(path: str, writable: set[str]) -> bool:
@@ -51,10 +54,13 @@ def _writable() -> set[str]:
 
 
 def _layout_paths() -> list[str]:
-    """Every path of the default Layout: the files' directories and the state directory."""
+    """Every path of the default Layout the controller writes: the files' directories and
+    the state directory (not the dnsmasq log, which it only reads)."""
     layout = Layout()
     paths = []
     for field in dataclasses.fields(layout):
+        if field.name in READ_ONLY_LAYOUT:
+            continue
         value = getattr(layout, field.name)
         paths.append(value if field.name.endswith("_dir") else posixpath.dirname(value))
     return paths
@@ -136,7 +142,7 @@ def test_writable_paths_are_exactly_the_expected_ones() -> None:
 def test_every_layout_path_is_writable() -> None:
     writable = _writable()
     paths = _layout_paths()
-    assert len(paths) == len(dataclasses.fields(Layout))
+    assert len(paths) == len(dataclasses.fields(Layout)) - len(READ_ONLY_LAYOUT)
     assert [p for p in paths if not _covered(p, writable)] == []
 
 
@@ -159,6 +165,11 @@ def test_every_writable_path_is_needed() -> None:
     assert unused == []
 
 
+def test_the_dnsmasq_log_is_read_not_written() -> None:
+    assert posixpath.dirname(Layout().dnsmasq_log) == DNSMASQ_LOG_DIR
+    assert not _covered(Layout().dnsmasq_log, _writable())
+
+
 def test_the_settings_file_stays_read_only() -> None:
     assert not _covered(settings.DEFAULT_PATH, _writable())
     assert not _covered("/etc/kitting", _writable())
@@ -177,11 +188,13 @@ def test_directories_are_created_before_the_namespace_needs_them() -> None:
     unit = unitfile.load()
     pre = [value for key, value in unit[SERVICE] if key == "ExecStartPre"]
     # "+": outside the sandbox, where /etc is still writable.
-    assert len(pre) == 2
+    assert len(pre) == 3
     assert pre[0].startswith("+/usr/bin/mkdir -p /")
     assert set(pre[0].split()[2:]) == EXPECTED_WRITABLE - NOT_CREATED
+    # dnsmasq's log directory: dnsmasq will not start without it.
+    assert pre[1] == f"+/usr/bin/mkdir -p {DNSMASQ_LOG_DIR}"
     # gpg's home, private; gpg will not create it in batch mode.
-    assert pre[1] == "+/usr/bin/mkdir -p -m 0700 /var/lib/kitting/gnupg"
+    assert pre[2] == "+/usr/bin/mkdir -p -m 0700 /var/lib/kitting/gnupg"
     # Without "-", a missing path fails the start (226/NAMESPACE) even for the "+" command.
     entries = unitfile.words(unit, SERVICE, "ReadWritePaths")
     assert [entry for entry in entries if not entry.startswith("-")] == []

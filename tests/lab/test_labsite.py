@@ -133,6 +133,7 @@ def test_every_server_path_moves_under_the_tree() -> None:
         "nft_file": f"{ROOT}/etc/nftables.d/kitting.nft",
         "sshd_dropin": f"{ROOT}/etc/ssh/sshd_config.d/00-kitting.conf",
         "state_dir": f"{ROOT}/var/lib/kitting",
+        "dnsmasq_log": f"{ROOT}/var/log/kitting/dnsmasq.log",
     }
     assert Settings(source="/x", paths=paths).layout() == Layout(**paths)
     assert (str(TREE.tftp_root), str(TREE.private)) == (f"{ROOT}/srv/tftp", f"{ROOT}/run/lab")

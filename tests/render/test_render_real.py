@@ -178,7 +178,11 @@ def _live_site(tmp: Path) -> tuple[Desired, Layout]:
     boot = base.site.boot.model_copy(update={"tftp_root": str(tftp)})
     site = base.site.model_copy(update={"server": server, "network": net, "boot": boot})
     departments = {**base.departments, "field": rc.docked_laptop_with_fixed_ip()}
-    layout = Layout(dnsmasq_conf=str(tmp / "kitting.conf"), dhcp_hosts_dir=str(tmp / "dhcp-hosts"))
+    layout = Layout(
+        dnsmasq_conf=str(tmp / "kitting.conf"),
+        dhcp_hosts_dir=str(tmp / "dhcp-hosts"),
+        dnsmasq_log="-",  # dnsmasq's word for stderr, which this test reads
+    )
     return replace(base, site=site, departments=departments), layout
 
 
