@@ -10,7 +10,8 @@ kernel's tables are not looked at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 
 from reconciler import apply, facts, inventory, plan, preflight, render
@@ -19,7 +20,7 @@ from reconciler.facts import Facts, FirewallReader
 from reconciler.host import Host, LocalHost
 from reconciler.layout import Layout
 from reconciler.live_firewall import NftReader, NoFirewall
-from reconciler.rendered import Rendered
+from reconciler.rendered import Artifact, Rendered
 from reconciler.services import NoServices, ServiceManager, SystemdServices
 
 EXIT_OK = 0
@@ -62,6 +63,19 @@ def plan_rendered(
     return plan.build(rendered, observed, layout=layout, adopt=adopt), observed
 
 
+def with_extra(rendered: Rendered, extra: Sequence[Artifact]) -> Rendered:
+    """The rendered set plus files rendered elsewhere (the deployments' per-PC boot files),
+    so that one plan and one apply write and prune them together. Purely computational."""
+    if not extra:
+        return rendered
+    artifacts = dict(rendered.artifacts)
+    for artifact in extra:
+        if artifact.path in artifacts:
+            raise ValueError(f"two rendered files share the path {artifact.path}")
+        artifacts[artifact.path] = artifact
+    return replace(rendered, artifacts={path: artifacts[path] for path in sorted(artifacts)})
+
+
 def plan_for(
     desired: Desired,
     root: str,
@@ -69,9 +83,11 @@ def plan_for(
     *,
     adopt: bool = False,
     seams: Seams | None = None,
+    extra: Sequence[Artifact] = (),
 ) -> plan.Plan:
-    """What `kitctl plan` shows: render, observe, compare. Writes nothing."""
-    rendered = render.all(desired, layout)
+    """What `kitctl plan` shows: render, observe, compare. Writes nothing. `extra`: more
+    artifacts for the same plan (see `with_extra`)."""
+    rendered = with_extra(render.all(desired, layout), extra)
     built, _ = plan_rendered(rendered, seams or seams_for(root, layout), layout, adopt=adopt)
     return built
 
@@ -110,9 +126,11 @@ def apply_for(
     commit: str = "",
     seams: Seams | None = None,
     on_result: apply.OnResult | None = None,
+    extra: Sequence[Artifact] = (),
 ) -> tuple[plan.Plan, apply.Report]:
-    """One pass of `kitctl apply`: render, observe, plan, apply."""
-    rendered = render.all(desired, layout)
+    """One pass of `kitctl apply`: render, observe, plan, apply. `extra`: more artifacts
+    for the same plan and apply (see `with_extra`)."""
+    rendered = with_extra(render.all(desired, layout), extra)
     return apply_rendered(
         rendered,
         seams or seams_for(root, layout),
