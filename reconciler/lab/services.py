@@ -54,7 +54,8 @@ NO_KERNEL_NFS = (
 # already gives each program its own mount namespace with / as a slave, so nothing
 # mounted here reaches the machine; unshare makes that explicit and independent of ip.
 _PRIVATE_RUN = "mount -t tmpfs -o mode=0755 kitting-lab-run /run"
-_NFS_SCRIPT = f"""set -e
+# rpcbind then ganesha in one private /run: argv "sh -c NFS_SCRIPT sh MAIN LOG PIDFILE".
+NFS_SCRIPT = f"""set -e
 {_PRIVATE_RUN}
 mkdir -p /run/rpcbind /run/ganesha
 rpcbind -w -f &
@@ -211,7 +212,7 @@ class LabServices:
         main = self.private / "ganesha.conf"
         main.write_text(self.ganesha_main())
         log = self.private / "ganesha.log"
-        argv = ["unshare", "--mount", "--", "sh", "-c", _NFS_SCRIPT, "sh"]
+        argv = ["unshare", "--mount", "--", "sh", "-c", NFS_SCRIPT, "sh"]
         argv += [str(main), str(log), str(self.private / "ganesha.pid")]
         proc = self._procs.start(argv, netns=self.netns, name="nfs-ganesha")
 

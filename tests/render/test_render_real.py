@@ -21,6 +21,7 @@ from reconciler import render
 from reconciler.desired import Department, Desired
 from reconciler.lab import probes
 from reconciler.lab.netns import NicSpec, VirtualNetwork
+from reconciler.lab.services import NFS_SCRIPT
 from reconciler.layout import Layout
 from reconciler.rendered import Rendered
 
@@ -312,13 +313,14 @@ def test_ganesha_serves_the_export_read_only_to_the_subnet_only(
     srv = vnet.add_host("srv", nics=[NicSpec(address="192.168.100.1/24")])
     inside = vnet.add_host("pc1", nics=[NicSpec(address="192.168.100.50/24")])
     outside = vnet.add_host("adm", nics=[NicSpec(address="192.168.100.200/24")])
-    vnet.procs.start(["rpcbind", "-w", "-f"], netns=srv.netns, name="rpcbind")
+    # rpcbind keeps its socket and state in /run: give both programs a private /run so
+    # nothing of the machine's rpcbind is touched.
     log = tmp_path / "ganesha.log"
-    argv = ["ganesha.nfsd", "-F", "-f", str(main), "-L", str(log), "-N", "NIV_EVENT"]
-    vnet.procs.start([*argv, "-p", str(tmp_path / "ganesha.pid")], netns=srv.netns)
+    argv = ["unshare", "--mount", "--", "sh", "-c", NFS_SCRIPT, "sh", str(main), str(log)]
+    vnet.procs.start([*argv, str(tmp_path / "ganesha.pid")], netns=srv.netns, name="nfs")
     registered = ""
     for _ in range(100):  # 10 s
-        registered = vnet.procs.run(["rpcinfo", "-p"], netns=srv.netns, timeout=5).text
+        registered = vnet.procs.run(["rpcinfo", "-p", "127.0.0.1"], netns=srv.netns, timeout=5).text
         if "mountd" in registered:
             break
         time.sleep(0.1)
