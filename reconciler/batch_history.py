@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.deployment_state import BatchPhase, BatchRecord, PcPhase, PcRecord
+from reconciler.deployment_state import (
+    BatchPhase,
+    BatchRecord,
+    PcPhase,
+    PcRecord,
+    SessionPhase,
+)
 from reconciler.desired import Mode
 
 VERSION = 1
@@ -58,7 +64,11 @@ def path(images_root: str, record: BatchRecord) -> str:
 
 
 def ended(record: BatchRecord) -> bool:
-    return record.phase in (BatchPhase.finished, BatchPhase.disarmed)
+    """Over for good: finished or disarmed, and its sender (if any) gone, so that the
+    history is written once, with the session's end in it."""
+    if record.phase not in (BatchPhase.finished, BatchPhase.disarmed):
+        return False
+    return record.session is None or record.session.phase is SessionPhase.over
 
 
 def document(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from reconciler import logs
 
 # Each module in reconciler.commands registers its own subcommand.
-COMMANDS = ("validate", "plan", "apply", "run", "audit", "schema", "images", "lab")
+COMMANDS = ("validate", "plan", "apply", "run", "audit", "schema", "images", "lab", "deployments")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import random
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from types import FrameType
 import watchfiles
 from loguru import logger
 
-from reconciler import journal, reconcile, snapshot
+from reconciler import deploy_shell, journal, reconcile, snapshot
 from reconciler import status as status_file
 from reconciler.audit import AuditLog, CommitInfo, Event, Result
 from reconciler.checks import window_bounds
@@ -39,6 +40,7 @@ from reconciler.host import LocalHost
 from reconciler.layout import Layout
 from reconciler.live_firewall import NftReader, NoFirewall
 from reconciler.problems import errors
+from reconciler.rendered import Artifact
 from reconciler.services import NoServices, SystemdServices
 from reconciler.settings import Settings
 from reconciler.source import (
@@ -54,6 +56,11 @@ LOCK_NAME = "controller.lock"
 SOURCE_DIR = "source"
 MAX_BACKOFF = 300.0
 PROBLEM_LINES = 20
+DEPLOYMENT_TICK = 0.5
+"""Seconds between looks for deployment news (boot-file fetches, sender output) while a PC
+is armed or a session runs; never while nothing is armed."""
+DEPLOYMENT_TRIGGERS = frozenset({"report", "session", "deployment"})
+"""Wake reasons that need a deployment step, hence a converging pass."""
 
 
 class ControllerBusy(RuntimeError):
@@ -125,6 +132,7 @@ class Controller:
         layout: Layout | None = None,
         seams: reconcile.Seams | None = None,
         source: GitSource | None = None,
+        deployments: deploy_shell.DeployShell | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -139,6 +147,7 @@ class Controller:
             push_notes=settings.notes.push,
         )
         self.status = status_file.load(self.state_host, self.layout)
+        self.deployments = deployments or deploy_shell.DeployShell(self.root, self.layout, clock)
         self._applied: Desired | None = None
         self._applied_loaded = False
         # A refused head is judged once more by a new process: the operator may have
@@ -231,6 +240,7 @@ class Controller:
             )
             self._refuse(audit, head, info, "ValidationFailed", shown + more)
             return False, False
+        extra = self._deploy(audit, validation.desired, info)
         built, report = reconcile.apply_for(
             validation.desired,
             self.root,
@@ -238,6 +248,7 @@ class Controller:
             commit=head,
             seams=self.seams,
             on_result=journal.recorder(audit, info),
+            extra=extra,
         )
         if report.ok:
             self._applied, self._applied_loaded = validation.desired, True
@@ -276,6 +287,7 @@ class Controller:
         if desired is None:
             return False
         info = self.source.commit_info(self.status.last_applied)
+        extra = self._deploy(audit, desired, info)
         _built, report = reconcile.apply_for(
             desired,
             self.root,
@@ -283,6 +295,7 @@ class Controller:
             commit=self.status.last_applied,
             seams=self.seams,
             on_result=journal.recorder(audit, info),
+            extra=extra,
         )
         repaired = tuple(r.target for r in report.results if r.reason == "DriftRepaired")
         firewall = tuple(
@@ -310,6 +323,22 @@ class Controller:
         return False
 
     # ------------------------------------------------------------------ helpers
+
+    def _deploy(self, audit: AuditLog, desired: Desired, info: CommitInfo) -> tuple[Artifact, ...]:
+        """The deployment step for the state about to be applied: its per-PC boot files.
+
+        A new commit is stepped before its apply. If the apply is then refused (preflight),
+        the requests it changed or removed stay withdrawn: a changed batch is a new request
+        either way, and the refused one is never armed.
+        """
+        log = logger.bind(commit=info.sha[:12], target="deployments")
+        try:
+            return self.deployments.step(desired, audit, info)
+        except deploy_shell.DeploymentStateError as error:
+            log.error(f"deployments paused, nobody is armed: {error}")
+        except Exception as error:  # a bug: arm nobody rather than act on a half-done step
+            log.exception(f"deployment step failed, nobody is armed: {error}")
+        return ()
 
     def _last_applied_desired(self) -> Desired | None:
         if not self._applied_loaded and self.status.last_applied:
@@ -450,6 +479,7 @@ class Controller:
             wakeup.on_signals(stop)
             watcher = _watch_local(self.settings.source, wakeup, stop)
             stopper = _poke_on_stop(wakeup, stop)
+            self.deployments.wake = wakeup.poke
             try:
                 return self._loop(wakeup, stop, once=once)
             finally:
@@ -458,6 +488,8 @@ class Controller:
                 stopper.join(timeout=5)
                 if watcher is not None:
                     watcher.join(timeout=5)
+                # No sender outlives a clean stop (deploy/systemd: KillMode=mixed).
+                self.deployments.close()
                 self.source.close()
 
     def _loop(self, wakeup: _Wakeup, stop: threading.Event, *, once: bool) -> int:
@@ -474,7 +506,11 @@ class Controller:
             # when it passed while that pass ran or when a commit was what woke us.
             edge_passed = edge is not None and started >= edge
             converge = (
-                retrying or edge_passed or started >= next_drift or trigger in ("nudge", "start")
+                retrying
+                or edge_passed
+                or started >= next_drift
+                or trigger in ("nudge", "start")
+                or trigger in DEPLOYMENT_TRIGGERS
             )
             outcome = self.pass_once(trigger, converge=converge)
             if once:
@@ -493,8 +529,7 @@ class Controller:
             deadline = min(d for d in (next_poll, next_drift, edge) if d is not None)
             self.status = replace(self.status, next_pass=deadline.isoformat())
             status_file.save(self.state_host, self.layout, self.status)
-            timeout = max(0.0, (deadline - now).total_seconds())
-            reason = wakeup.wait(timeout)
+            reason = self._wait(wakeup, stop, deadline)
             now = self.clock.now()
             if reason:
                 trigger = reason
@@ -508,6 +543,24 @@ class Controller:
             "stopped"
         )
         return 0
+
+    def _wait(self, wakeup: _Wakeup, stop: threading.Event, deadline: datetime) -> str:
+        """Sleep until `deadline` or a wake-up. While a PC is armed or a session runs, look
+        for deployment news every DEPLOYMENT_TICK seconds and end the wait when there is
+        some ("deployment"); otherwise sleep in one piece. Returns the wake reason, "" when
+        the deadline came."""
+        left = max(0.0, (deadline - self.clock.now()).total_seconds())
+        end = time.monotonic() + left
+        while True:
+            active = self.deployments.active()
+            reason = wakeup.wait(min(left, DEPLOYMENT_TICK) if active else left)
+            if reason or stop.is_set():
+                return reason
+            if active and self.deployments.has_news():
+                return "deployment"
+            left = end - time.monotonic()
+            if left <= 0:
+                return ""
 
 
 def _seams(settings: Settings, layout: Layout) -> reconcile.Seams:

@@ -7,10 +7,14 @@ import json
 import re
 import sys
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from reconciler import load, plan_format, reconcile, review, snapshot
+from reconciler import deploy_shell, deployments, load, plan_format, reconcile, review, snapshot
 from reconciler.commands import common
+from reconciler.desired import Desired
+from reconciler.layout import Layout
 from reconciler.plan import ApplyFirewall, Plan
 from reconciler.problems import Problem, format_json, format_text
 
@@ -39,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd.add_argument(
         "--adopt", action="store_true", help="take over files that exist but are not ours"
     )
+    cmd.add_argument(
+        "--at",
+        metavar="TIME",
+        help="also show what the deployments do at TIME (ISO 8601, e.g. 2026-12-07T09:00; "
+        "without an offset, in the site's time zone), from the server's deployment state",
+    )
     cmd.add_argument("--base", metavar="REV", help="Git revision the change starts from")
     cmd.add_argument(
         "--head", metavar="REV", default=None, help="Git revision to merge (default: HEAD)"
@@ -47,6 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.base and args.at:
+        sys.stderr.write("kitctl plan: --at looks at a server's deployments; not with --base\n")
+        return reconcile.EXIT_ERROR
     if args.base:
         return _review(args)
     if args.head:
@@ -55,14 +68,50 @@ def run(args: argparse.Namespace) -> int:
     desired = common.desired_or_report(args.repo)
     if desired is None:
         return reconcile.EXIT_ERROR
+    preview: list[str] = []
+    if args.at:
+        found = _deployments_at(desired, args.at, args.root, common.layout(args))
+        if found is None:
+            return reconcile.EXIT_ERROR
+        preview = found
     # Tens of thousands of small acyclic objects (artifacts, facts, actions): collection
     # passes over them would only cost time (as while loading, see load.gc_paused).
     with load.gc_paused():
         built = reconcile.plan_for(desired, args.root, common.layout(args), adopt=args.adopt)
-    sys.stdout.write(plan_format.render(_shown(built, args), args.format))
+    shown = plan_format.render(_shown(built, args), args.format)
+    if preview and args.format == "json":
+        payload = json.loads(shown)
+        payload["deployments"] = {"at": args.at, "lines": preview}
+        shown = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    sys.stdout.write(shown)
     if built.blocked and args.format == "text":
         sys.stdout.write(_blocked_hint(len(built.conflicts)))
+    if preview and args.format == "text":
+        sys.stdout.write("\n" + "\n".join(preview) + "\n")
+    elif preview and args.format == "markdown":
+        sys.stdout.write(
+            f"\n## Deployments at `{_inline(args.at)}`\n\n{_fenced(chr(10).join(preview))}"
+        )
     return reconcile.plan_exit_code(built, detailed=args.detailed_exitcode)
+
+
+def _deployments_at(desired: Desired, text: str, root: str, layout: Layout) -> list[str] | None:
+    """deployments.preview at TIME, from the deployment state under root (empty if none)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        sys.stderr.write(
+            f"kitctl plan: --at {text!r} is not an ISO 8601 time, e.g. 2026-12-07T09:00\n"
+        )
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(desired.site.timezone))
+    try:
+        state = deploy_shell.load_state(root, layout)
+    except deploy_shell.DeploymentStateError as error:
+        sys.stderr.write(f"kitctl plan: {error}\n")
+        return None
+    return deployments.preview(desired, state, moment)
 
 
 def _blocked_hint(count: int) -> str:

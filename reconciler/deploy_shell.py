@@ -1,0 +1,526 @@
+"""The deployments' shell: gather the facts, run the pure step, keep its state, act on it.
+
+One `step` per controller pass that applies a desired state (a new commit, a converge pass,
+a window edge, a job report, a boot-file fetch, a session's news):
+
+1. facts: the image inventory (cheap; checksums verified only for an image with declared
+   integrity whose batch is about to arm, and cached by the image's content), the server's
+   prerequisites, and what happened since the last step: dnsmasq's TFTP `sent` lines for
+   per-PC boot files (reconciler.tftp_log, read incrementally by reconciler.log_tail), job
+   reports from the listener on port 6461, the session runner's news (started, receivers,
+   exits) and which feeder PIDs are alive;
+2. `deployments.step(desired, state, facts, now)` (pure);
+3. the new state is written (atomically) BEFORE anything is done about it, then the log
+   position and the session news are marked as consumed;
+4. the session commands run (their outcomes are facts of the next step);
+5. every event goes to the audit log with the commit, and a batch that ended gets its
+   history document under the images root's `logs/` (reconciler.batch_history);
+6. the per-PC boot files go back to the controller, which plans and applies them together
+   with everything else, so they are written and removed atomically and audited.
+
+An unreadable state file is an error, never an empty state (that would forget who was
+imaged): `step` raises DeploymentStateError and the controller arms nobody until it is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from loguru import logger
+
+from reconciler import (
+    batch_history,
+    deployment_state,
+    deployments,
+    image_store,
+    images,
+    report_listener,
+    tftp_log,
+)
+from reconciler import deployment_rules as rules
+from reconciler.audit import AuditLog, CommitInfo, Event, Result
+from reconciler.clock import Clock
+from reconciler.deployment_state import BatchPhase, DeploymentState, SessionPhase
+from reconciler.deployments import (
+    Backend,
+    DeploymentEvent,
+    DeploymentFacts,
+    EventKind,
+    ImageFacts,
+    MenuFetched,
+    Observation,
+    PartitionStream,
+    ReportReceived,
+    Requirement,
+    StartSession,
+)
+from reconciler.desired import Action, Desired, Image
+from reconciler.host import HostPathError, LocalHost
+from reconciler.layout import Layout
+from reconciler.log_tail import LogTail, Position
+from reconciler.render.pxe import REPORT_PORT
+from reconciler.rendered import Artifact
+from reconciler.sessions import SessionRunner, Sessions
+
+STATE_FILE = "deployments.json"
+LOG_POSITION_FILE = "dnsmasq-log.position"
+SESSIONS_DIR = "sessions"
+MAX_QUEUED_REPORTS = 10_000
+"""Reports waiting for the next step; more means the loop is stuck, and the oldest go."""
+
+Prerequisites = Callable[[Desired], Mapping[Requirement, str]]
+ImageFactsSource = Callable[[Desired, DeploymentState, datetime], Mapping[str, ImageFacts]]
+Listen = Callable[[str, int], socket.socket]
+Wake = Callable[[str], None]
+
+_BLOCKING_KINDS = {
+    images.Kind.missing: "ImageMissing",
+    images.Kind.corrupt: "ImageCorrupt",
+    images.Kind.incomplete: "ImageIncomplete",
+    images.Kind.mismatch: "IntegrityMismatch",
+    images.Kind.unverified: "ImageUnverified",
+}
+_FAILURES = {EventKind.pc_failed, EventKind.batch_blocked}
+_FAILED_SESSIONS = {"StartFailed", "StartLost"}
+
+
+class DeploymentStateError(RuntimeError):
+    """The deployment state file cannot be read: nobody is armed until it is fixed."""
+
+
+def state_path(layout: Layout) -> str:
+    return posixpath.join(layout.state_dir, STATE_FILE)
+
+
+def load_state(root: str, layout: Layout) -> DeploymentState:
+    """The saved deployment state (empty when there is none yet); DeploymentStateError when
+    it is damaged."""
+    try:
+        data = LocalHost(root).read(state_path(layout))
+    except (OSError, HostPathError) as error:
+        raise DeploymentStateError(f"{state_path(layout)}: {error}") from None
+    if data is None:
+        return DeploymentState()
+    try:
+        return deployment_state.loads(data)
+    except deployment_state.StateError as error:
+        raise DeploymentStateError(f"{state_path(layout)}: {error}") from None
+
+
+class DeployShell:
+    def __init__(
+        self,
+        root: str,
+        layout: Layout,
+        clock: Clock,
+        *,
+        sessions: Sessions | None = None,
+        backend: Backend = Backend.native,
+        images: ImageFactsSource | None = None,
+        prerequisites: Prerequisites | None = None,
+        listen: Listen = report_listener.bind,
+        localize: tftp_log.Localize = datetime.astimezone,
+    ) -> None:
+        self.root = root
+        self.layout = layout
+        self.clock = clock
+        self.host = LocalHost(root)
+        self.backend = backend
+        self.sessions: Sessions = sessions or SessionRunner(
+            Path(self.host.local_path(posixpath.join(layout.state_dir, SESSIONS_DIR))),
+            root=root,
+            clock=clock,
+        )
+        self.images = images or self._inventory
+        self.prerequisites = prerequisites or self._prerequisites
+        self.listen = listen
+        self.localize = localize
+        self.wake: Wake = lambda reason: None
+        """Set by the controller's loop: wakes it (a report arrived)."""
+        self._lock = threading.Lock()
+        self._reports: list[ReportReceived] = []
+        self._outcomes: list[Observation] = []
+        self._first = True
+        self._state: DeploymentState | None = None
+        self._tail: LogTail | None = None
+        self._listener: report_listener.ReportListener | None = None
+        self._listener_address = ""
+        self._listener_error = "the report listener has not been started"
+        self._verdicts: dict[str, ImageFacts] = {}
+        self._log = logger.bind(target="deployments", commit=None)
+
+    # ------------------------------------------------------------------ the step
+
+    def step(
+        self, desired: Desired, audit: AuditLog, commit: CommitInfo | None
+    ) -> tuple[Artifact, ...]:
+        """One deployment step for `desired` (the state being applied); the per-PC files."""
+        log = self._log.bind(commit=commit.sha[:12] if commit else None)
+        self._ensure_listener(desired)
+        tail = self._tail_reader()
+        state = self._load()
+        now = self.clock.now()
+        lines, position = tail.read()
+        known = {
+            path
+            for record in state.batches.values()
+            for pc in record.pcs.values()
+            for path in pc.entries
+        }
+        fetches: list[Observation] = []
+        for line in lines:
+            sent = tftp_log.parse(line, now=now, localize=self.localize)
+            if sent is not None and sent.path in known:
+                fetches.append(MenuFetched(sent.path, sent.at, sent.client))
+        with self._lock:
+            reports: list[Observation] = list(self._reports)
+        adopted = self.sessions.adopt() if self._first else []
+        news = self.sessions.observe()
+        observations = (*self._outcomes, *adopted, *news, *fetches, *reports)
+        facts = DeploymentFacts(
+            images=self.images(desired, state, now),
+            missing=self.prerequisites(desired),
+            observations=observations,
+            alive_pids=self.sessions.alive_pids(),
+            first_pass=self._first,
+        )
+        result = deployments.step(desired, state, facts, now, backend=self.backend)
+        # The record first: a crash after this line loses at most an action, never a record.
+        self._save(result.state)
+        if position != tail.position:
+            tail.commit(position)
+            if position is not None:
+                self._write(
+                    posixpath.join(self.layout.state_dir, LOG_POSITION_FILE), position.to_json()
+                )
+        self.sessions.commit()
+        with self._lock:
+            del self._reports[: len(reports)]
+        self._outcomes = []
+        self._first = False
+        for command in result.commands:
+            if isinstance(command, StartSession):
+                self._outcomes.append(self.sessions.start(command))
+            else:
+                self.sessions.stop(command)
+        for event in result.events:
+            self._record(audit, event, commit)
+            log.bind(target=event.pc or event.batch or "deployments").info(
+                f"{event.kind.value} ({event.reason}): {event.message}"
+            )
+        self._history(state, result.state, desired, audit, commit)
+        self.sessions.forget(result.state.batches.keys())
+        if self._outcomes:
+            self.wake("session")
+        return result.artifacts
+
+    def active(self) -> bool:
+        """Is a PC armed or a session running (then the loop looks for news often)?"""
+        state = self._state
+        if state is None:
+            return False
+        for record in state.batches.values():
+            if record.phase in (BatchPhase.armed, BatchPhase.running):
+                return True
+            session = record.session
+            if session is not None and session.phase is not SessionPhase.over:
+                return True
+        return False
+
+    def has_news(self) -> bool:
+        """Anything for a step: a report, a session outcome or news, a TFTP log line."""
+        with self._lock:
+            if self._reports:
+                return True
+        if self._outcomes or self.sessions.has_news():
+            return True
+        return self._tail is not None and self._tail.has_news()
+
+    def report(self, line: str, peer: str) -> None:
+        """A job report line (from the listener's thread); wakes the loop."""
+        with self._lock:
+            if len(self._reports) >= MAX_QUEUED_REPORTS:
+                del self._reports[0]
+                self._log.warning("too many job reports waiting; the oldest was dropped")
+            self._reports.append(ReportReceived(line, self.clock.now(), peer))
+        self.wake("report")
+
+    def close(self) -> None:
+        """The controller exits: stop the listener and every session (no orphaned sender)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.sessions.close()
+
+    # ------------------------------------------------------------------ state
+
+    def _load(self) -> DeploymentState:
+        if self._state is None:
+            self._state = load_state(self.root, self.layout)
+        return self._state
+
+    def _save(self, state: DeploymentState) -> None:
+        self._write(state_path(self.layout), deployment_state.dumps(state))
+        self._state = state
+
+    def _write(self, path: str, data: bytes) -> None:
+        self.host.write_atomic(path, data, 0o644)
+
+    # ------------------------------------------------------------------ facts
+
+    def _tail_reader(self) -> LogTail:
+        if self._tail is not None:
+            return self._tail
+        log_path = Path(self.host.local_path(self.layout.dnsmasq_log))
+        if not log_path.parent.is_dir():
+            try:  # dnsmasq does not start when its log directory is missing
+                log_path.parent.mkdir(parents=True, mode=0o755)
+            except OSError as error:
+                self._log.error(f"cannot create {log_path.parent}: {error}")
+        saved = self.host.read(posixpath.join(self.layout.state_dir, LOG_POSITION_FILE))
+        position = Position.from_json(saved) if saved is not None else None
+        if position is None:
+            # No saved place: what is in the log now is history; a log that does not exist
+            # yet will be read from its start when dnsmasq creates it.
+            try:
+                position = Position(log_path.stat().st_ino, log_path.stat().st_size)
+            except OSError:
+                position = Position(0, 0)
+        self._tail = LogTail(log_path, position)
+        return self._tail
+
+    def _ensure_listener(self, desired: Desired) -> None:
+        address = str(desired.site.server.address)
+        if (
+            self._listener is not None
+            and self._listener_address == address
+            and self._listener.running
+        ):
+            return
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        try:
+            sock = self.listen(address, REPORT_PORT)
+        except OSError as error:
+            message = f"cannot listen on {address}:{REPORT_PORT}: {error.strerror or error}"
+            if message != self._listener_error:
+                self._log.error(message)
+            self._listener_error = message
+            return
+        self._listener = report_listener.ReportListener(sock, self.report).start()
+        self._listener_address = address
+        self._listener_error = ""
+
+    def _prerequisites(self, desired: Desired) -> dict[Requirement, str]:
+        site = desired.site
+        missing: dict[Requirement, str] = {}
+        live = site.boot.clonezilla
+        absent = [
+            name
+            for name in (live.kernel, live.initrd, live.rootfs)
+            if not self._is_file(posixpath.join(site.boot.tftp_root, name))
+        ]
+        if absent:
+            missing[Requirement.clonezilla_live] = (
+                f"not under {site.boot.tftp_root}: {', '.join(absent)}"
+            )
+        if not self._is_dir(site.images_root):
+            missing[Requirement.nfs_export] = f"the images root {site.images_root} does not exist"
+        if self._listener_error:
+            missing[Requirement.report_listener] = self._listener_error
+        search = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/sbin"))
+        if shutil.which("udp-sender", path=search) is None:
+            missing[Requirement.udp_sender] = "udp-sender is not installed (package udpcast)"
+        if shutil.which("drbl-ocs", path=search) is None:
+            missing[Requirement.drbl_ocs] = "drbl-ocs is not installed (package drbl)"
+        return missing
+
+    def _is_file(self, path: str) -> bool:
+        try:
+            return os.path.isfile(self.host.local_path(path))
+        except HostPathError:
+            return False
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            return os.path.isdir(self.host.local_path(path))
+        except HostPathError:
+            return False
+
+    def _inventory(
+        self, desired: Desired, state: DeploymentState, now: datetime
+    ) -> dict[str, ImageFacts]:
+        """Every image as the inventory judges it without reading the streams, except the
+        images with declared integrity that a batch is about to arm: those are verified
+        (every byte read) once per content."""
+        images_root = desired.site.images_root
+        try:
+            found = image_store.inventory(self.root, images_root, declared=desired.images)
+        except (OSError, HostPathError) as error:
+            self._log.error(f"image inventory of {images_root} failed: {error}")
+            return {}
+        facts = {
+            report.name: _facts(report, images_root, ignore_unverified=True)
+            for report in found.reports
+            if report.present
+        }
+        for name in sorted(self._about_to_arm(desired, state, now)):
+            image = desired.images[name]
+            if name in facts and image.integrity is not None:
+                facts[name] = self._verified(images_root, image)
+        return facts
+
+    def _about_to_arm(self, desired: Desired, state: DeploymentState, now: datetime) -> set[str]:
+        names = set()
+        for key, request in rules.requests(desired).items():
+            record = state.batches.get(key)
+            waiting = record is None or record.phase in (BatchPhase.pending, BatchPhase.blocked)
+            if (
+                waiting
+                and request.open_at(now)
+                and request.batch.action is Action.restore
+                and request.batch.image in desired.images
+            ):
+                names.add(request.batch.image)
+        return names
+
+    def _verified(self, images_root: str, image: Image) -> ImageFacts:
+        base = image_store.images_dir(self.root, images_root)
+        fingerprint = _fingerprint(os.path.join(base, image.name), image)
+        cached = self._verdicts.get(fingerprint)
+        if cached is not None:
+            return cached
+        listing = image_store.read_listing(base, image.name)
+        if listing is None:
+            return ImageFacts(
+                problem=f"image {image.name} is not in {images_root}", reason="ImageMissing"
+            )
+        report = images.judge(listing)
+        if listing.readable:
+            wanted, found = images.expectations(listing, image.integrity)
+            digests = image_store.hash_files(listing.path, images.digest_plan(wanted), within=base)
+            report = images.verify(report, wanted, digests, image.integrity, found)
+        report = images.compare([report], {image.name: image})[0]
+        verdict = _facts(report, images_root, ignore_unverified=False)
+        self._log.info(
+            f"image {image.name} verified: {verdict.reason or 'ok'}"
+            + (f" ({verdict.problem})" if verdict.problem else "")
+        )
+        self._verdicts[fingerprint] = verdict
+        return verdict
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, audit: AuditLog, event: DeploymentEvent, commit: CommitInfo | None) -> None:
+        failed = event.kind in _FAILURES or (
+            event.kind is EventKind.session_stopped and event.reason in _FAILED_SESSIONS
+        )
+        result = (
+            Result.failure(f"{event.reason}: {event.message}")
+            if failed
+            else Result.success(event.message)
+        )
+        details: dict[str, str] = {
+            "batch": event.batch,
+            "reason": event.reason,
+            "at": event.at.isoformat(),
+        }
+        if event.pc:
+            details["pc"] = event.pc
+        audit.append(
+            Event(event.kind.value),
+            event.pc or event.batch or "deployments",
+            result,
+            details=dict(details),
+            commit=commit,
+        )
+
+    def _history(
+        self,
+        before: DeploymentState,
+        after: DeploymentState,
+        desired: Desired,
+        audit: AuditLog,
+        commit: CommitInfo | None,
+    ) -> None:
+        addresses = {ref.pc.hostname: str(ref.pc.ip) for ref in desired.pcs() if ref.pc.ip}
+        for key, record in after.batches.items():
+            if not batch_history.ended(record) or before.batches.get(key) == record:
+                continue
+            path = batch_history.path(desired.site.images_root, record)
+            body = batch_history.document(
+                record,
+                self.sessions.usage(key),
+                commit=commit.sha if commit else "",
+                addresses=addresses,
+            )
+            outcome = record.outcome.value if record.outcome else "no outcome"
+            try:
+                if not self._is_dir(desired.site.images_root):  # never create the images root
+                    raise FileNotFoundError(
+                        f"the images root {desired.site.images_root} does not exist"
+                    )
+                self._write(path, body)
+            except (OSError, HostPathError) as error:
+                self._log.error(f"history of {key} not written to {path}: {error}")
+                audit.append(
+                    Event.deployment_recorded,
+                    key,
+                    Result.failure(f"{path}: {error}"),
+                    details={"path": path, "outcome": outcome},
+                    commit=commit,
+                )
+                continue
+            audit.append(
+                Event.deployment_recorded,
+                key,
+                Result.success(f"{outcome}: {rules.pc_tally(record.pcs)}"),
+                details={"path": path, "outcome": outcome},
+                commit=commit,
+            )
+
+
+def _facts(report: images.ImageReport, images_root: str, *, ignore_unverified: bool) -> ImageFacts:
+    partitions = tuple(
+        PartitionStream(
+            part.name,
+            tuple(posixpath.join(images_root, report.name, chunk) for chunk in part.chunks),
+        )
+        for part in report.partitions
+    )
+    blocking = [
+        finding
+        for finding in report.findings
+        if finding.kind in _BLOCKING_KINDS
+        and not (ignore_unverified and finding.kind is images.Kind.unverified)
+    ]
+    if not blocking:
+        return ImageFacts(partitions=partitions)
+    worst = min(blocking, key=lambda f: list(_BLOCKING_KINDS).index(f.kind))
+    problem = "; ".join(f.message for f in blocking[:3])
+    if len(blocking) > 3:
+        problem += f" (+{len(blocking) - 3} more)"
+    return ImageFacts(partitions=partitions, problem=problem, reason=_BLOCKING_KINDS[worst.kind])
+
+
+def _fingerprint(directory: str, image: Image) -> str:
+    """What the image is made of (names, sizes, modification times) and what it must match:
+    an unchanged fingerprint means an unchanged verdict, without reading the streams."""
+    digest = hashlib.sha256(image.model_dump_json().encode())
+    try:
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                info = entry.stat(follow_symlinks=False)
+                digest.update(f"{entry.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    except OSError as error:
+        digest.update(f"unreadable: {error}".encode())
+    return digest.hexdigest()
