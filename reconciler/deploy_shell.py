@@ -83,11 +83,12 @@ Wake = Callable[[str], None]
 
 _BLOCKING_KINDS = {
     images.Kind.missing: "ImageMissing",
-    images.Kind.corrupt: "ImageCorrupt",
+    images.Kind.corrupt: "IntegrityMismatch",  # a checksum does not match, or is garbage
     images.Kind.incomplete: "ImageIncomplete",
-    images.Kind.mismatch: "IntegrityMismatch",
+    images.Kind.mismatch: "ImageMismatch",  # saved from another disk or firmware than declared
     images.Kind.unverified: "ImageUnverified",
 }
+"""The inventory's findings that block a batch (notes never do), worst first."""
 _FAILURES = {EventKind.pc_failed, EventKind.batch_blocked}
 _FAILED_SESSIONS = {"StartFailed", "StartLost"}
 

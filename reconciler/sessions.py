@@ -235,7 +235,16 @@ class SessionRunner:
         return frozenset(h.pid for h in self._handles.values() if self._alive(h))
 
     def has_news(self) -> bool:
+        """New feeder events, an exit not yet reported, or a stop whose grace is over (the
+        next step repeats the stop, which then kills)."""
+        now = time.monotonic()
         for handle in self._handles.values():
+            if (
+                handle.term_sent is not None
+                and now - handle.term_sent >= STOP_GRACE
+                and self._alive(handle)
+            ):
+                return True
             with contextlib.suppress(OSError):
                 if (handle.directory / session_feed.EVENTS).stat().st_size > handle.offset:
                     return True
