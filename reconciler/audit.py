@@ -121,6 +121,7 @@ class Event(StrEnum):
     report_ignored = "report_ignored"
     sighting_ignored = "sighting_ignored"
     deployment_recorded = "deployment_recorded"
+    image_captured = "image_captured"
     # Written by the log itself about itself.
     torn_tail_recovered = "torn_tail_recovered"
     head_mismatch = "head_mismatch"

@@ -40,6 +40,7 @@ from reconciler.host import LocalHost
 from reconciler.layout import Layout
 from reconciler.live_firewall import NftReader, NoFirewall
 from reconciler.problems import errors
+from reconciler.render import nfs
 from reconciler.rendered import Artifact
 from reconciler.services import NoServices, SystemdServices
 from reconciler.settings import Settings
@@ -240,7 +241,7 @@ class Controller:
             )
             self._refuse(audit, head, info, "ValidationFailed", shown + more)
             return False, False
-        extra = self._deploy(audit, validation.desired, info)
+        extra, writers = self._deploy(audit, validation.desired, info)
         built, report = reconcile.apply_for(
             validation.desired,
             self.root,
@@ -249,6 +250,7 @@ class Controller:
             seams=self.seams,
             on_result=journal.recorder(audit, info),
             extra=extra,
+            nfs_writers=writers,
         )
         if report.ok:
             self._applied, self._applied_loaded = validation.desired, True
@@ -287,7 +289,7 @@ class Controller:
         if desired is None:
             return False
         info = self.source.commit_info(self.status.last_applied)
-        extra = self._deploy(audit, desired, info)
+        extra, writers = self._deploy(audit, desired, info)
         _built, report = reconcile.apply_for(
             desired,
             self.root,
@@ -296,6 +298,7 @@ class Controller:
             seams=self.seams,
             on_result=journal.recorder(audit, info),
             extra=extra,
+            nfs_writers=writers,
         )
         repaired = tuple(r.target for r in report.results if r.reason == "DriftRepaired")
         firewall = tuple(
@@ -324,8 +327,11 @@ class Controller:
 
     # ------------------------------------------------------------------ helpers
 
-    def _deploy(self, audit: AuditLog, desired: Desired, info: CommitInfo) -> tuple[Artifact, ...]:
-        """The deployment step for the state about to be applied: its per-PC boot files.
+    def _deploy(
+        self, audit: AuditLog, desired: Desired, info: CommitInfo
+    ) -> tuple[tuple[Artifact, ...], tuple[nfs.Writer, ...]]:
+        """The deployment step for the state about to be applied: its per-PC boot files,
+        and the capturing PCs that may write the images export.
 
         A new commit is stepped before its apply. If the apply is then refused (preflight),
         the requests it changed or removed stay withdrawn: a changed batch is a new request
@@ -333,12 +339,13 @@ class Controller:
         """
         log = logger.bind(commit=info.sha[:12], target="deployments")
         try:
-            return self.deployments.step(desired, audit, info)
+            artifacts = self.deployments.step(desired, audit, info)
+            return artifacts, self.deployments.nfs_writers(desired)
         except deploy_shell.DeploymentStateError as error:
             log.error(f"deployments paused, nobody is armed: {error}")
         except Exception as error:  # a bug: arm nobody rather than act on a half-done step
             log.exception(f"deployment step failed, nobody is armed: {error}")
-        return ()
+        return (), ()
 
     def _last_applied_desired(self) -> Desired | None:
         if not self._applied_loaded and self.status.last_applied:

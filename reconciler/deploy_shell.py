@@ -14,9 +14,13 @@ a window edge, a job report, a boot-file fetch, a session's news):
    position and the session news are marked as consumed;
 4. the session commands run (their outcomes are facts of the next step);
 5. every event goes to the audit log with the commit, and a batch that ended gets its
-   history document under the images root's `logs/` (reconciler.batch_history);
+   history document under the images root's `logs/` (reconciler.batch_history); a
+   capture that succeeded gets the SHA-256 of every file of its new image audited
+   (`image_captured`), ready to be pinned as the Image's manifest by a follow-up commit;
 6. the per-PC boot files go back to the controller, which plans and applies them together
-   with everything else, so they are written and removed atomically and audited.
+   with everything else, so they are written and removed atomically and audited; so does
+   the images export, writable by a capture's master PC (fixed IP) while its batch is
+   armed or running (`nfs_writers`).
 
 An unreadable state file is an error, never an empty state (that would forget who was
 imaged): `step` raises DeploymentStateError and the controller arms nobody until it is fixed.
@@ -66,6 +70,7 @@ from reconciler.desired import Action, Desired, Image
 from reconciler.host import HostPathError, LocalHost
 from reconciler.layout import Layout
 from reconciler.log_tail import LogTail, Position
+from reconciler.render import nfs
 from reconciler.render.pxe import REPORT_PORT
 from reconciler.rendered import Artifact
 from reconciler.sessions import SessionRunner, Sessions
@@ -156,6 +161,7 @@ class DeployShell:
         self._listener_address = ""
         self._listener_error = "the report listener has not been started"
         self._verdicts: dict[str, ImageFacts] = {}
+        self._said: set[str] = set()
         self._log = logger.bind(target="deployments", commit=None)
 
     # ------------------------------------------------------------------ the step
@@ -217,11 +223,44 @@ class DeployShell:
             log.bind(target=event.pc or event.batch or "deployments").info(
                 f"{event.kind.value} ({event.reason}): {event.message}"
             )
+        self._captured(result, desired, audit, commit)
         self._history(state, result.state, desired, audit, commit)
         self.sessions.forget(result.state.batches.keys())
         if self._outcomes:
             self.wake("session")
         return result.artifacts
+
+    def nfs_writers(self, desired: Desired) -> tuple[nfs.Writer, ...]:
+        """The master PCs of capture batches that are armed or running and not done: each
+        may write the images export as root until its job ends. A PC without a fixed IP
+        cannot be named in an export, so its capture cannot write (said once)."""
+        state = self._state
+        if state is None:
+            return ()
+        hosts = {ref.pc.hostname: ref.pc for ref in desired.pcs()}
+        found = []
+        for record in state.batches.values():
+            if (
+                record.action is not Action.capture
+                or record.withdrawn
+                or record.phase not in (BatchPhase.armed, BatchPhase.running)
+            ):
+                continue
+            for host, pc in sorted(record.pcs.items()):
+                target = hosts.get(host)
+                if pc.phase.final or target is None:
+                    continue
+                if target.ip is None:
+                    message = (
+                        f"capture {record.key}: {host} has no fixed IP, so the images export "
+                        "cannot name it; it stays read-only and the capture cannot write"
+                    )
+                    if message not in self._said:
+                        self._said.add(message)
+                        self._log.error(message)
+                    continue
+                found.append(nfs.Writer(target.ip, f"batches.{record.name}"))
+        return tuple(found)
 
     def active(self) -> bool:
         """Is a PC armed or a session running (then the loop looks for news often)?"""
@@ -444,6 +483,49 @@ class DeployShell:
             details=dict(details),
             commit=commit,
         )
+
+    def _captured(
+        self,
+        result: deployments.Step,
+        desired: Desired,
+        audit: AuditLog,
+        commit: CommitInfo | None,
+    ) -> None:
+        """A capture that reported success: the SHA-256 of every file of the new image, in
+        the audit log (reads the whole image once)."""
+        for event in result.events:
+            record = result.state.batches.get(event.batch)
+            if (
+                event.kind is not EventKind.pc_succeeded
+                or record is None
+                or record.action is not Action.capture
+            ):
+                continue
+            manifest, problem = self._manifest(desired.site.images_root, record.image)
+            outcome = (
+                Result.failure(problem)
+                if problem
+                else Result.success(f"{len(manifest)} files of {record.image} by {event.pc}")
+            )
+            audit.append(
+                Event.image_captured,
+                record.image,
+                outcome,
+                details={"batch": event.batch, "pc": event.pc, "manifest": dict(manifest)},
+                commit=commit,
+            )
+
+    def _manifest(self, images_root: str, name: str) -> tuple[dict[str, str], str]:
+        base = image_store.images_dir(self.root, images_root)
+        listing = image_store.read_listing(base, name)
+        if listing is None or not listing.readable:
+            return {}, f"image {name} is not readable under {images_root}"
+        plan = {entry.name: frozenset({"sha256"}) for entry in listing.files}
+        digests = image_store.hash_files(listing.path, plan, within=base)
+        unreadable = sorted(file for file, digest in digests.items() if digest is None)
+        if unreadable:
+            return {}, f"image {name}: cannot read {', '.join(unreadable[:5])}"
+        return {file: d["sha256"] for file, d in sorted(digests.items()) if d is not None}, ""
 
     def _history(
         self,

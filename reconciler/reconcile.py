@@ -84,10 +84,11 @@ def plan_for(
     adopt: bool = False,
     seams: Seams | None = None,
     extra: Sequence[Artifact] = (),
+    nfs_writers: Sequence[render.nfs.Writer] = (),
 ) -> plan.Plan:
     """What `kitctl plan` shows: render, observe, compare. Writes nothing. `extra`: more
-    artifacts for the same plan (see `with_extra`)."""
-    rendered = with_extra(render.all(desired, layout), extra)
+    artifacts for the same plan (see `with_extra`); `nfs_writers`: capturing master PCs."""
+    rendered = with_extra(render.all(desired, layout, nfs_writers=nfs_writers), extra)
     built, _ = plan_rendered(rendered, seams or seams_for(root, layout), layout, adopt=adopt)
     return built
 
@@ -127,10 +128,12 @@ def apply_for(
     seams: Seams | None = None,
     on_result: apply.OnResult | None = None,
     extra: Sequence[Artifact] = (),
+    nfs_writers: Sequence[render.nfs.Writer] = (),
 ) -> tuple[plan.Plan, apply.Report]:
     """One pass of `kitctl apply`: render, observe, plan, apply. `extra`: more artifacts
-    for the same plan and apply (see `with_extra`)."""
-    rendered = with_extra(render.all(desired, layout), extra)
+    for the same plan and apply (see `with_extra`); `nfs_writers`: capturing master
+    PCs, who may write the images export while their session is armed."""
+    rendered = with_extra(render.all(desired, layout, nfs_writers=nfs_writers), extra)
     return apply_rendered(
         rendered,
         seams or seams_for(root, layout),

@@ -10,6 +10,8 @@ Purely computational: no I/O, no clock, no subprocess.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reconciler.desired import Desired
 from reconciler.layout import Layout
 from reconciler.render import dnsmasq, nfs, nftables, pxe, sshd
@@ -20,17 +22,20 @@ __all__ = ["DEFAULT_LAYOUT", "all", "dnsmasq", "nfs", "nftables", "pxe", "sshd"]
 DEFAULT_LAYOUT = Layout()
 
 
-def all(desired: Desired, layout: Layout = DEFAULT_LAYOUT) -> Rendered:
+def all(
+    desired: Desired, layout: Layout = DEFAULT_LAYOUT, *, nfs_writers: Sequence[nfs.Writer] = ()
+) -> Rendered:
     """Every artifact of `desired`, keyed and ordered by path, with notes for the plan.
 
-    No PC is armed here: per-PC boot files are written by deployments (`pxe.armed`).
+    No PC is armed here: per-PC boot files are written by deployments (`pxe.armed`), which
+    also name the capturing PCs that may write the images export (`nfs_writers`).
     """
     artifacts: list[Artifact] = []
     notes: list[str] = []
     for stage in (dnsmasq.artifacts(desired, layout), nftables.artifacts(desired, layout)):
         artifacts += stage[0]
         notes += stage[1]
-    nfs_artifacts, nfs_notes = nfs.artifacts(desired.site, layout)
+    nfs_artifacts, nfs_notes = nfs.artifacts(desired.site, layout, writers=nfs_writers)
     artifacts += nfs_artifacts
     notes += nfs_notes
     artifacts += pxe.defaults(desired.site)

@@ -10,6 +10,7 @@ SALES-PC-03 is a laptop with a dock) from 2026-12-07 09:00 to 12:00 Tokyo time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -461,3 +462,68 @@ def test_the_loop_disarms_a_reporting_pc_within_a_second(site: SiteRepo, root: P
         thread.join(timeout=15)
     assert not thread.is_alive()
     assert live.sessions.closed  # a clean stop stops the sessions too
+
+
+MASTER = """\
+kind: Batch
+name: master-2026-12-09
+image: win11-master-2026
+action: capture
+targets: {pcs: [ACC-PC-01]}
+mode: unicast
+window: {start: "2026-12-09T09:00", end: "2026-12-09T12:00"}
+"""
+ACC01_MAC = "02:4b:49:54:02:01"
+READ_ONLY = "192.168.100.0/24(ro,root_squash,sync,no_subtree_check,secure,sec=sys)"
+WRITER = "192.168.100.121(rw,no_root_squash,sync,no_subtree_check,secure,sec=sys)"
+
+
+def test_a_capture_opens_the_export_to_its_master_pc_until_it_reports(
+    site: SiteRepo, server: Server, clock: FixedClock, root: Path
+) -> None:
+    site.write("batches/master.yaml", MASTER)
+    site.commit("Capture the 2026 master from ACC-PC-01")
+    exports = root / "etc/exports.d/kitting.exports"
+
+    def export_line() -> str:
+        (line,) = [x for x in exports.read_text().splitlines() if x.startswith("/")]
+        return line
+
+    server.controller.pass_once()
+    assert export_line() == f"/home/partimag {READ_ONLY}"
+
+    clock.set(tokyo(9, 9))
+    server.controller.pass_once("window", converge=True)
+    assert export_line() == f"/home/partimag {WRITER} {READ_ONLY}"
+    pxe_file = root / entry_names(ACC01_MAC)[0]
+    assert "savedisk win11-master-2026 nvme0n1" in pxe_file.read_text()
+
+    # The PC boots its entry: withdrawn at once, but the export stays open for its job.
+    server.tftp_sent(tokyo(9, 9, 2), ACC01_MAC, "192.168.100.121")
+    clock.set(tokyo(9, 9, 2, 1))
+    server.controller.pass_once("deployment", converge=True)
+    assert not pxe_file.exists()
+    assert export_line() == f"/home/partimag {WRITER} {READ_ONLY}"
+
+    # ocs-sr saved the image, then reported: the export is read-only again, in that pass.
+    image = root / "home/partimag/win11-master-2026"
+    image.mkdir()
+    (image / "disk").write_text("nvme0n1\n")
+    (image / "nvme0n1p1.vfat-ptcl-img.zst.aa").write_bytes(b"\x28\xb5\x2f\xfd saved")
+    server.send_report(
+        "192.168.100.121 02:4b:49:54:02:01 Saved win11-master-2026, /dev/nvme0n1p1, success, "
+        "100 MB, .100 mins, 1000.0 MB/min;"
+    )
+    wait_until(server.shell.has_news, 5, "the report queued")
+    clock.set(tokyo(9, 9, 30))
+    server.controller.pass_once("report", converge=True)
+    assert export_line() == f"/home/partimag {READ_ONLY}"
+    batch = server.batch("master-2026-12-09")
+    assert (batch["phase"], batch["outcome"]) == ("finished", "succeeded")
+    (captured,) = events(root, "image_captured")
+    assert captured.target == "win11-master-2026"
+    assert captured.details["pc"] == "ACC-PC-01"
+    assert captured.details["manifest"] == {
+        "disk": hashlib.sha256(b"nvme0n1\n").hexdigest(),
+        "nvme0n1p1.vfat-ptcl-img.zst.aa": hashlib.sha256(b"\x28\xb5\x2f\xfd saved").hexdigest(),
+    }
