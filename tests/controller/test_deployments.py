@@ -442,8 +442,9 @@ def test_the_loop_disarms_a_reporting_pc_within_a_second(site: SiteRepo, root: P
             return datetime.now(TOKYO) + self.offset
 
     (root / "home" / "partimag").mkdir(parents=True)
-    fixed = FixedClock(tokyo(1, 8))
-    Server(site, root, fixed).controller.pass_once()  # applied before the loop starts
+    before = Server(site, root, FixedClock(tokyo(1, 8)))
+    before.controller.pass_once()  # applied before the loop starts
+    before.close()
     clock = Running(tokyo(7, 9, 0, 5))
     live = Server(site, root, clock)
     live.controller.settings = settings(site, root, interval=3600, drift_interval=3600)
