@@ -6,8 +6,10 @@ the reason and the commit) and not tried again until the branch moves; the serve
 the last applied good commit, which drift checks converge to again.
 
 Triggers: the local repo changing (watchfiles), a remote polled at an interval with jitter,
-a nudge (SIGHUP / `kitctl reconcile --now`), a drift timer, and deployment windows opening
-or closing. SIGTERM lets the pass in flight finish. One controller per state directory.
+a nudge (SIGHUP / `kitctl reconcile --now`), a drift timer, deployment windows opening
+or closing, and deployment news (a job report, a boot-file fetch, a session's output; see
+reconciler.deploy_shell and docs/deployment-shell.md). SIGTERM lets the pass in flight
+finish, then stops the sessions. One controller per state directory.
 """
 
 from __future__ import annotations
