@@ -34,7 +34,7 @@ import pytest
 from reconciler import report_listener
 from reconciler.clock import SystemClock
 from reconciler.controller import Controller
-from reconciler.deploy_shell import DeployShell
+from reconciler.deploy_shell import DeployShell, load_state
 from reconciler.lab import netns
 from reconciler.lab.procs import netns_argv
 from reconciler.layout import Layout
@@ -222,9 +222,7 @@ def test_two_pcs_restore_the_real_image_by_multicast_and_report(
         # the commit is applied and, its window being open, the batch armed and its session
         # started (its image verified against Clonezilla's checksum files first)
         ctl.pass_once()
-        state = shell._state
-        assert state is not None
-        (record,) = state.batches.values()
+        (record,) = load_state(str(root), layout).batches.values()
         assert record.phase.value == "armed", (record.reason, record.message)
         entries = sorted(p.name for p in (root / "srv/tftp/pxelinux.cfg").glob("01-*"))
         assert entries == ["01-02-4b-00-00-00-11", "01-02-4b-00-00-00-12"]
@@ -266,9 +264,7 @@ def test_two_pcs_restore_the_real_image_by_multicast_and_report(
 
         # The sender's receivers reach the state: both PCs are imaging.
         ctl.pass_once("deployment", converge=True)
-        state = shell._state
-        assert state is not None
-        (record,) = state.batches.values()
+        (record,) = load_state(str(root), layout).batches.values()
         assert {host: pc.phase.value for host, pc in record.pcs.items()} == {
             "lab-pc01": "imaging",
             "lab-pc02": "imaging",
@@ -293,18 +289,14 @@ def test_two_pcs_restore_the_real_image_by_multicast_and_report(
             while not shell.has_news() and time.monotonic() < deadline:
                 time.sleep(0.02)
             ctl.pass_once("report", converge=True)
-            state = shell._state
-            assert state is not None
-            (record,) = state.batches.values()
+            (record,) = load_state(str(root), layout).batches.values()
             assert record.pcs[host].phase.value == "succeeded"
             assert record.pcs[host].reason == "ReportedSuccess"
 
         # Every PC done: the batch finishes once the (already ended) sender is gone.
         for _ in range(50):
             ctl.pass_once("deployment", converge=True)
-            state = shell._state
-            assert state is not None
-            (record,) = state.batches.values()
+            (record,) = load_state(str(root), layout).batches.values()
             if events(root, "deployment_recorded"):
                 break
             time.sleep(0.1)
