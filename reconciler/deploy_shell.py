@@ -176,12 +176,7 @@ class DeployShell:
         state = self._load()
         now = self.clock.now()
         lines, position = tail.read()
-        known = {
-            path
-            for record in state.batches.values()
-            for pc in record.pcs.values()
-            for path in pc.entries
-        }
+        known = self._entries()
         fetches: list[Observation] = []
         for line in lines:
             sent = tftp_log.parse(line, now=now, localize=self.localize)
@@ -282,7 +277,36 @@ class DeployShell:
                 return True
         if self._outcomes or self.sessions.has_news():
             return True
-        return self._tail is not None and self._tail.has_news()
+        return self._tftp_news()
+
+    def _tftp_news(self) -> bool:
+        """Did dnsmasq send a per-PC entry? Its log also gets every DHCP exchange, which is
+        no reason for a pass: lines without a fetch of an entry are skipped here (a skipped
+        line can never matter later, since an entry is in the saved state before it is
+        written)."""
+        tail = self._tail
+        if tail is None or not tail.has_news():
+            return False
+        known = self._entries()
+        now = self.clock.now()
+        lines, position = tail.read()
+        for line in lines:
+            sent = tftp_log.parse(line, now=now, localize=self.localize)
+            if sent is not None and sent.path in known:
+                return True
+        tail.commit(position)
+        return False
+
+    def _entries(self) -> set[str]:
+        state = self._state
+        if state is None:
+            return set()
+        return {
+            path
+            for record in state.batches.values()
+            for pc in record.pcs.values()
+            for path in pc.entries
+        }
 
     def report(self, line: str, peer: str) -> None:
         """A job report line (from the listener's thread); wakes the loop."""
