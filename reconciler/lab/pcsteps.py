@@ -13,9 +13,20 @@ job is armed for it:
                 the loader would: it must boot the local disk unless a job is armed
     nfs         the images export read with libnfs: the image's file list and metadata
 
-`steps_for` is where the imaging steps join when deployments arm PCs: read the job from
-the menu (`PcSession.menu.ocs_live_run`), receive every partition with udp-receiver, restore
-it with partclone onto a disk file, report to port 6461, "reboot" and find local boot again.
+A PC whose menu is armed (`steps_for(pc, armed=True)`) then plays the imaging steps
+(`reconciler.lab.imaging`; they need `Bench.imaging`):
+
+    job         the Clonezilla job of the menu's default entry (`ocs_live_run`)
+    image       the image's metadata read over NFS with libnfs (disk, parts, table, streams)
+    restore     every partition received (udp-receiver, port +2 each) or read over NFS,
+                decompressed and restored with partclone onto the PC's disk file; or, for
+                the PCs named in `ImagingBench.clonezilla_clients`, Clonezilla's own ocs-sr
+    verify      the disk by its content: partition table, byte for byte against the
+                reference, known files read back
+    report      the job report line to the server's port 6461 (ocs-sr sends its own)
+
+Still to come: "reboot" after the report and find local boot again (the server must first
+turn the report into a local-boot menu).
 """
 
 from __future__ import annotations
@@ -30,8 +41,10 @@ from pathlib import Path
 from loguru import logger
 
 from reconciler.desired import Firmware
-from reconciler.lab import labsite, menus, probes
+from reconciler.lab import imaging, labsite, menus, ocs_client, probes
 from reconciler.lab.netns import Host, VirtualNetwork
+from reconciler.lab.ocs_image import Image, ImageError
+from reconciler.lab.ocs_job import REPORT_PORT, Job, JobError, parse_job, report_line
 from reconciler.lab.procs import ProcessRegistry
 from reconciler.lab.report import StepResult
 from reconciler.render.pxe import mac_file_name
@@ -57,6 +70,20 @@ class Done:
 
 
 @dataclass(frozen=True)
+class ImagingBench:
+    """What the imaging steps need besides the network: the proof and who runs ocs-sr."""
+
+    reference: Path
+    """The served image restored with no network (`imaging.restore_local`)."""
+    expected_files: Mapping[int, Mapping[str, bytes]] = field(default_factory=dict)
+    """Partition number -> file path -> content every restored disk must hold."""
+    clonezilla_clients: frozenset[str] = frozenset()
+    """Host names of the PCs that run Clonezilla's own client instead of the lab's."""
+    report_port: int = REPORT_PORT
+    start_timeout: int = imaging.START_TIMEOUT
+
+
+@dataclass(frozen=True)
 class Bench:
     """What every PC's steps know of the lab."""
 
@@ -69,6 +96,7 @@ class Bench:
     armed: Mapping[str, str] = field(default_factory=dict)
     """hostname -> words its menu's Clonezilla job must contain; every other PC must get
     local boot (nothing is armed until deployments arm PCs)."""
+    imaging: ImagingBench | None = None
 
 
 @dataclass
@@ -81,6 +109,13 @@ class PcSession:
     lease: probes.DhcpLease | None = None
     menu_file: str = ""
     menu: menus.MenuVerdict | None = None
+    job: Job | None = None
+    image: Image | None = None
+    disk: Path | None = None
+    restore: imaging.DiskRestore | None = None
+    """The lab client's restore (None for a PC that ran ocs-sr)."""
+    clonezilla: ocs_client.ClonezillaRun | None = None
+    """What Clonezilla's own client did, for a PC that ran it."""
 
 
 Step = Callable[[Bench, PcSession], Done]
@@ -108,15 +143,8 @@ def lease_problems(pc: labsite.LabPc, lease: probes.DhcpLease, server: IPv4Addre
     return problems
 
 
-def parse_nfs_ls(text: str) -> dict[str, int]:
-    """Regular files and their sizes from `nfs-ls` lines
-    ('-rw-r--r--  1     0     0            4 disk'). Pure."""
-    found = {}
-    for line in text.splitlines():
-        words = line.split(maxsplit=5)
-        if len(words) == 6 and words[0].startswith("-") and words[4].isdigit():
-            found[words[5]] = int(words[4])
-    return found
+parse_nfs_ls = imaging.parse_nfs_ls
+"""Regular files and their sizes from `nfs-ls` lines (kept here for its callers)."""
 
 
 def menu_paths(pc: labsite.LabPc) -> tuple[tuple[str, ...], str]:
@@ -255,6 +283,105 @@ def nfs(bench: Bench, session: PcSession) -> Done:
     return Done(f"{len(seen)} image files listed, {', '.join(metadata)} read", read)
 
 
+def read_job(bench: Bench, session: PcSession) -> Done:
+    verdict = session.menu
+    if verdict is None or not verdict.ocs_live_run:
+        raise StepFailed("the menu runs no Clonezilla job")
+    try:
+        job = parse_job(verdict.ocs_live_run)
+    except JobError as error:
+        raise StepFailed(f"{session.menu_file}: {error}") from None
+    if job.image != bench.image:
+        raise StepFailed(f"the job restores {job.image}; the lab serves {bench.image}")
+    session.job = job
+    return Done(job.describe())
+
+
+def read_image(bench: Bench, session: PcSession) -> Done:
+    job = _job(session)
+    try:
+        image, read = imaging.read_image_nfs(
+            session.procs, session.host, bench.server, str(bench.images_root), job.image
+        )
+    except (ImageError, imaging.ImagingError) as error:
+        raise StepFailed(str(error)) from None
+    session.image = image
+    kinds = ", ".join(f"{s.part} {s.fs} {s.compression.value}" for s in image.streams)
+    return Done(f"disk {image.disk}, {image.disk_bytes} bytes; {kinds}", read)
+
+
+def restore(bench: Bench, session: PcSession) -> Done:
+    job, image, setup = _job(session), _image(session), _imaging(bench)
+    disk = session.procs.scratch(f"disk-{session.host.name}") / "disk.img"
+    session.disk = disk
+    if session.pc.hostname in setup.clonezilla_clients:
+        ran = ocs_client.run_ocs_sr(
+            session.procs,
+            session.host,
+            job,
+            server=bench.server,
+            images_root=bench.images_root,
+            disk=disk,
+            disk_bytes=image.disk_bytes,
+        )
+        session.clonezilla = ran
+        if not ran.ok:
+            raise StepFailed(f"ocs-sr exit {ran.returncode}: {ran.output[-300:]}")
+        return Done(f"ocs-sr {job.describe()}: exit 0 in {ran.seconds:.1f} s", image.stream_bytes)
+    if job.mode == "multicast":
+        restored = imaging.restore_multicast(
+            session.procs, session.host, image, job, disk, start_timeout=setup.start_timeout
+        )
+    else:
+        restored = imaging.restore_unicast(
+            session.procs,
+            session.host,
+            image,
+            job,
+            disk,
+            server=bench.server,
+            images_root=str(bench.images_root),
+        )
+    session.restore = restored
+    if not restored.ok:
+        raise StepFailed(restored.problems())
+    return Done(f"{len(restored.partitions)} partitions restored", restored.stream_bytes)
+
+
+def verify(bench: Bench, session: PcSession) -> Done:
+    image, setup = _image(session), _imaging(bench)
+    if session.disk is None:
+        raise StepFailed("nothing was restored")
+    try:
+        verified = imaging.verify(
+            session.procs,
+            session.host.netns,
+            session.disk,
+            image=image,
+            reference=setup.reference,
+            expected_files=setup.expected_files,
+        )
+    except imaging.ImagingError as error:
+        raise StepFailed(str(error)) from None
+    return Done(verified.detail)
+
+
+def report(bench: Bench, session: PcSession) -> Done:
+    """The job report, once the disk is proven (a failed step before stops the PC)."""
+    job, image, setup = _job(session), _image(session), _imaging(bench)
+    if session.restore is None:
+        return Done("sent by ocs-sr itself")
+    address = session.lease.address.ip if session.lease is not None else session.host.address
+    if address is None:
+        raise StepFailed("the PC has no address to report from")
+    line = report_line(address, session.host.mac, job.mode, image.name, session.restore.partitions)
+    try:
+        imaging.send_report(session.procs, session.host, bench.server, line, port=setup.report_port)
+    except imaging.ImagingError as error:
+        raise StepFailed(str(error)) from None
+    return Done(line, len(line) + 1)
+
+
 BASE_STEPS: tuple[tuple[str, Step], ...] = (
     ("dhcp", dhcp),
     ("boot-file", boot_file),
@@ -266,13 +393,25 @@ UNKNOWN_PC_STEPS: tuple[tuple[str, Step], ...] = (("dhcp", dhcp),)
 """A PC not in the site repo: an address from the pool and no boot file, nothing more."""
 
 
-def steps_for(pc: labsite.LabPc) -> tuple[tuple[str, Step], ...]:
-    """The steps one PC plays, in order."""
+IMAGING_STEPS: tuple[tuple[str, Step], ...] = (
+    ("job", read_job),
+    ("image", read_image),
+    ("restore", restore),
+    ("verify", verify),
+    ("report", report),
+)
+"""What a PC whose menu is armed does after the base steps (needs `Bench.imaging`)."""
+
+
+def steps_for(pc: labsite.LabPc, *, armed: bool = False) -> tuple[tuple[str, Step], ...]:
+    """The steps one PC plays, in order; the imaging steps only when its menu is armed."""
     if not pc.in_site:
         return UNKNOWN_PC_STEPS
     steps = list(BASE_STEPS)
     if len(pc.macs) > 1:
         steps.insert(1, ("dhcp-dock", dhcp_dock))
+    if armed:
+        steps += IMAGING_STEPS
     return tuple(steps)
 
 
@@ -311,6 +450,24 @@ def _lease(session: PcSession) -> probes.DhcpLease:
     if session.lease is None:
         raise StepFailed("no lease yet")
     return session.lease
+
+
+def _job(session: PcSession) -> Job:
+    if session.job is None:
+        raise StepFailed("no job read yet")
+    return session.job
+
+
+def _image(session: PcSession) -> Image:
+    if session.image is None:
+        raise StepFailed("no image read yet")
+    return session.image
+
+
+def _imaging(bench: Bench) -> ImagingBench:
+    if bench.imaging is None:
+        raise StepFailed("the lab set up no imaging (no reference restore to verify against)")
+    return bench.imaging
 
 
 def _fetch(bench: Bench, session: PcSession, name: str) -> bytes:
