@@ -477,19 +477,20 @@ def verify(
             problems.append(f"partition {number}: not in the image")
             continue
         entry = image.table.entry(number)
-        fs = image.stream(part).fs
+        sector = image.table.sector_size
+        got = read_files(
+            procs,
+            netns,
+            disk,
+            fs=image.stream(part).fs,
+            offset=entry.start * sector,
+            size=entry.size * sector,
+            paths=sorted(files),
+        )
         for path, content in sorted(files.items()):
-            got = read_file(
-                procs,
-                netns,
-                disk,
-                fs=fs,
-                offset=entry.start * image.table.sector_size,
-                size=entry.size * image.table.sector_size,
-                path=path,
-            )
-            if got != content:
-                seen = "missing" if got is None else f"{len(got)} bytes that differ"
+            read = got[path]
+            if read != content:
+                seen = "missing" if read is None else f"{len(read)} bytes that differ"
                 problems.append(f"partition {number}: {path}: {seen}, expected {len(content)}")
             checked += 1
     if problems:
@@ -519,22 +520,35 @@ def first_difference(a: Path, b: Path) -> str | None:
             offset += len(block_a)
 
 
-def read_file(
-    procs: ProcessRegistry, netns: str, disk: Path, *, fs: str, offset: int, size: int, path: str
-) -> bytes | None:
-    """A file's content read from a partition of the disk file with the file system's
-    own tools (mtools for FAT, ntfs-3g's ntfscat for NTFS); None when it cannot be read."""
-    if not path or path.startswith("/") or ".." in path.split("/"):
-        raise ValueError(f"a file path inside the partition, relative: {path!r}")
+def read_files(
+    procs: ProcessRegistry,
+    netns: str,
+    disk: Path,
+    *,
+    fs: str,
+    offset: int,
+    size: int,
+    paths: Sequence[str],
+) -> dict[str, bytes | None]:
+    """Files read from one partition of the disk file with the file system's own tools
+    (mtools for FAT, ntfs-3g's ntfscat for NTFS): path -> content, None when unreadable."""
+    for path in paths:
+        if not path or path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"a file path inside the partition, relative: {path!r}")
     if fs in _FAT:
-        argv = ["mtype", "-i", f"{disk}@@{offset}", f"::/{path}"]
-        return _run_or_none(procs, netns, argv, "mtype")
+        return {
+            path: _run_or_none(procs, netns, ["mtype", "-i", f"{disk}@@{offset}", f"::/{path}"])
+            for path in paths
+        }
     if fs == "ntfs":
         # ntfscat takes no offset: it reads a copy of the partition alone.
         copy = procs.scratch("ntfs") / "partition"
         copy_range(disk, copy, offset, size)
         try:
-            return _run_or_none(procs, netns, ["ntfscat", str(copy), f"/{path}"], "ntfscat")
+            return {
+                path: _run_or_none(procs, netns, ["ntfscat", str(copy), f"/{path}"])
+                for path in paths
+            }
         finally:
             copy.unlink(missing_ok=True)
     raise ImagingError(f"no tool here reads files from a {fs} partition")
@@ -587,9 +601,9 @@ def _run(procs: ProcessRegistry, netns: str, argv: list[str], name: str, timeout
     return done.stdout
 
 
-def _run_or_none(procs: ProcessRegistry, netns: str, argv: list[str], name: str) -> bytes | None:
+def _run_or_none(procs: ProcessRegistry, netns: str, argv: list[str]) -> bytes | None:
     done = procs.run(
-        argv, netns=netns, timeout=TOOL_TIMEOUT, name=name, env={"PATH": probes.PROBE_PATH}
+        argv, netns=netns, timeout=TOOL_TIMEOUT, name=argv[0], env={"PATH": probes.PROBE_PATH}
     )
     return done.stdout if done.ok else None
 
