@@ -315,15 +315,18 @@ def restore(bench: Bench, session: PcSession) -> Done:
     disk = session.procs.scratch(f"disk-{session.host.name}") / "disk.img"
     session.disk = disk
     if session.pc.hostname in setup.clonezilla_clients:
-        ran = ocs_client.run_ocs_sr(
-            session.procs,
-            session.host,
-            job,
-            server=bench.server,
-            images_root=bench.images_root,
-            disk=disk,
-            disk_bytes=image.disk_bytes,
-        )
+        try:
+            ran = ocs_client.run_ocs_sr(
+                session.procs,
+                session.host,
+                job,
+                server=bench.server,
+                images_root=bench.images_root,
+                disk=disk,
+                disk_bytes=image.disk_bytes,
+            )
+        except imaging.ImagingError as error:  # a busy loop device, a disk that is no loop
+            raise StepFailed(str(error)) from None
         session.clonezilla = ran
         if not ran.ok:
             raise StepFailed(f"ocs-sr exit {ran.returncode}: {ran.output[-300:]}")
