@@ -18,7 +18,9 @@ def test_no_loop_devices_is_a_clear_refusal(
     monkeypatch.setattr(clonezilla, "LOOP_CONTROL", tmp_path / "no-loop-control")
     with pytest.raises(clonezilla.FixtureUnavailable, match="loop devices are unavailable"):
         clonezilla.build_or_reuse(tmp_path / "cache")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["clonezilla-v1.lock"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"clonezilla-v{clonezilla.RECIPE_VERSION}.lock"
+    ]
 
 
 def test_missing_programs_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
