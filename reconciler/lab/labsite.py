@@ -185,12 +185,32 @@ def in_pool(address: IPv4Address) -> bool:
     return POOL_START <= address <= POOL_END
 
 
-def site_files(pcs: tuple[LabPc, ...], tree: ServerTree) -> dict[str, bytes]:
-    """The lab site repo: path -> content, deterministic for the same PCs and tree."""
+@dataclass(frozen=True)
+class BatchWindow:
+    """A multicast batch for every lab PC of the site, open from `start` to `end` (ISO 8601
+    with an explicit offset: the caller reads the clock, this module does not)."""
+
+    start: str
+    end: str
+    disk: str
+    """The image's disk name (its `disk` file): Clonezilla's restore needs that very name."""
+    max_wait: str = "20s"
+
+
+BATCH = "lab-imaging"
+
+
+def site_files(
+    pcs: tuple[LabPc, ...], tree: ServerTree, batch: BatchWindow | None = None
+) -> dict[str, bytes]:
+    """The lab site repo: path -> content, deterministic for the same PCs, tree and batch."""
+    disk = batch.disk if batch is not None else IMAGE_DISK
     files = {
         "site.yaml": _site(tree).encode(),
-        "images.yaml": _images().encode(),
+        "images.yaml": _images(disk, clonezilla=batch is not None).encode(),
     }
+    if batch is not None:
+        files["batches/lab-imaging.yaml"] = _batch(pcs, batch).encode()
     for department in DEPARTMENTS:
         members = [pc for pc in pcs if pc.department == department]
         if members:
@@ -243,15 +263,35 @@ ssh:
 """
 
 
-def _images() -> str:
-    return f"""\
+def _images(disk: str, *, clonezilla: bool) -> str:
+    text = f"""\
 kind: Image
 name: {_q(IMAGE)}
 description: "A small stand-in image for the lab"
 os: linux
 firmware: uefi
 disk:
-  device: {_q(IMAGE_DISK)}
+  device: {_q(disk)}
+"""
+    # A real Clonezilla image carries its checksums: the server verifies them before it arms.
+    return text + "integrity: {source: clonezilla}\n" if clonezilla else text
+
+
+def _batch(pcs: tuple[LabPc, ...], batch: BatchWindow) -> str:
+    departments = sorted({pc.department for pc in pcs if pc.department is not None})
+    return f"""\
+kind: Batch
+name: {_q(BATCH)}
+image: {_q(IMAGE)}
+targets:
+  departments: [{", ".join(_q(d) for d in departments)}]
+mode: multicast
+window:
+  start: {_q(batch.start)}
+  end: {_q(batch.end)}
+clients_to_wait: {len(pcs)}
+max_wait: {_q(batch.max_wait)}
+start_timeout: "60s"
 """
 
 
