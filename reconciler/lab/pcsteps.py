@@ -25,8 +25,8 @@ A PC whose menu is armed (`steps_for(pc, armed=True)`) then plays the imaging st
                 reference, known files read back
     report      the job report line to the server's port 6461 (ocs-sr sends its own)
 
-Still to come: "reboot" after the report and find local boot again (the server must first
-turn the report into a local-boot menu).
+    reboot      once the server has taken the report (`ImagingBench.settled`), the per-PC
+                menu fetched again as after a reboot: it must boot the local disk
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 import posixpath
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -81,6 +81,10 @@ class ImagingBench:
     """Host names of the PCs that run Clonezilla's own client instead of the lab's."""
     report_port: int = REPORT_PORT
     start_timeout: int = imaging.START_TIMEOUT
+    settled: Callable[[str], bool] | None = None
+    """hostname -> has the server turned this PC's report into its result (and disarmed
+    it)? None: the reboot step does not wait."""
+    settle_timeout: float = 45.0
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,19 @@ def report(bench: Bench, session: PcSession) -> Done:
     return Done(line, len(line) + 1)
 
 
+def reboot(bench: Bench, session: PcSession) -> Done:
+    """After the report the PC restarts and PXE-boots again: its menu must now boot the
+    local disk. The server disarms it in a pass after the report: wait for that, bounded."""
+    setup = _imaging(bench)
+    if setup.settled is not None:
+        deadline = time.monotonic() + setup.settle_timeout
+        while not setup.settled(session.pc.hostname):
+            if time.monotonic() > deadline:
+                raise StepFailed(f"the server did not settle the PC in {setup.settle_timeout} s")
+            time.sleep(0.2)
+    return menu(replace(bench, armed={}), session)
+
+
 BASE_STEPS: tuple[tuple[str, Step], ...] = (
     ("dhcp", dhcp),
     ("boot-file", boot_file),
@@ -404,10 +421,15 @@ IMAGING_STEPS: tuple[tuple[str, Step], ...] = (
     ("report", report),
 )
 """What a PC whose menu is armed does after the base steps (needs `Bench.imaging`)."""
+REBOOT_STEPS: tuple[tuple[str, Step], ...] = (("reboot", reboot),)
+"""After the report, when a server takes reports (the rehearsal's controller does)."""
 
 
-def steps_for(pc: labsite.LabPc, *, armed: bool = False) -> tuple[tuple[str, Step], ...]:
-    """The steps one PC plays, in order; the imaging steps only when its menu is armed."""
+def steps_for(
+    pc: labsite.LabPc, *, armed: bool = False, reboot: bool = False
+) -> tuple[tuple[str, Step], ...]:
+    """The steps one PC plays, in order; the imaging steps only when its menu is armed,
+    then the reboot to local boot when asked for."""
     if not pc.in_site:
         return UNKNOWN_PC_STEPS
     steps = list(BASE_STEPS)
@@ -415,6 +437,8 @@ def steps_for(pc: labsite.LabPc, *, armed: bool = False) -> tuple[tuple[str, Ste
         steps.insert(1, ("dhcp-dock", dhcp_dock))
     if armed:
         steps += IMAGING_STEPS
+        if reboot:
+            steps += REBOOT_STEPS
     return tuple(steps)
 
 
