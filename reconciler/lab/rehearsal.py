@@ -15,7 +15,10 @@
    whose firewall reader and preflight run inside the server's namespace. The programs
    therefore run exactly as the reconciler configured them. A plan right after must be
    empty;
-5. lets every PC play its steps (`pcsteps`) in parallel, a bounded number at a time;
+5. lets every PC play its steps (`pcsteps`) in parallel, a bounded number at a time; with
+   an image (`Options.image`), the site has a multicast batch open now, the pass armed
+   every lab PC, and all of them image at once while the controller's passes take their
+   reports (`kitting_day`), then reboot to local boot;
 6. runs the lab-wide checks (`security`);
 7. reports (`report`) and tears everything down, unless kept for exploration.
 
@@ -31,6 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +45,7 @@ from reconciler.clock import SystemClock
 from reconciler.controller import Controller
 from reconciler.desired import Desired
 from reconciler.host import LocalHost
-from reconciler.lab import labsite, netns, pcsteps, security, workspace
+from reconciler.lab import imaging, kitting_day, labsite, netns, pcsteps, security, workspace
 from reconciler.lab.netns import KITTING_SWITCH, PRODUCTION_SWITCH, Host, NicSpec, VirtualNetwork
 from reconciler.lab.nsrunner import NetnsRunner
 from reconciler.lab.procs import ProcessRegistry
@@ -74,7 +78,8 @@ class Options:
     keep: bool = False
     base: Path = workspace.LAB_BASE
     image: Path | None = None
-    """A Clonezilla image directory to serve; None: a small stand-in."""
+    """A Clonezilla image directory to serve and restore onto every lab PC (a multicast
+    batch, open now); None: a small stand-in and no imaging."""
     parallel: int = 4
     """PCs playing at the same time."""
     prefix: str | None = None
@@ -91,6 +96,8 @@ class Lab:
     hosts: dict[str, Host] = field(default_factory=dict)
     services: LabServices | None = None
     layout: Layout | None = None
+    controller: Controller | None = None
+    shell: kitting_day.LabDeployShell | None = None
 
 
 def run(options: Options, progress: Progress = lambda line: None) -> Report:
@@ -128,11 +135,19 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
     workspace.place_boot_files(tree)
     image_files = workspace.place_image(tree, options.image)
     site_pcs = tuple(pc for pc in lab.pcs if pc.in_site)
-    files = labsite.site_files(site_pcs, tree)
+    batch = None
+    if options.image is not None:  # the lab clock is the real clock
+        disk = image_files.get("disk", b"").decode(errors="replace").split()
+        if not disk:
+            raise RehearsalError(f"{options.image}: the image names no disk")
+        batch = kitting_day.batch_window(datetime.now(UTC), disk[0])
+    files = labsite.site_files(site_pcs, tree, batch)
     validation = snapshot.validate_files("kitting-lab", files)
     if validation.desired is None:
         problems = "; ".join(p.text() for p in validation.problems)
         raise RehearsalError(f"the generated lab site is invalid: {problems}")
+    if batch is not None:
+        _place_live_stand_ins(Path(tree.tftp_root), validation.desired)
     commit = workspace.commit_site(lab.run.site_repo, files, f"Kitting lab: {len(site_pcs)} PCs")
     report = replace(report, commit=commit, facts=_facts(lab))
     _build_network(lab)
@@ -143,7 +158,7 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
     checks.append(_checked(lab, "control", lambda p: security.production_control(p, roles)))
     _say(progress, checks[-1])
 
-    passed = _controller_pass(lab, commit, validation.desired)
+    passed = _controller_pass(lab, commit, validation.desired, imaging=batch is not None)
     checks.extend(passed)
     for check in passed:
         _say(progress, check)
@@ -158,16 +173,67 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
         image=labsite.IMAGE,
         image_files=image_files,
     )
-    workers = min(options.parallel, len(lab.pcs))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lab-pc") as pool:
-        futures = [pool.submit(_play, lab, bench, pc, progress) for pc in lab.pcs]
-        pcs = tuple(future.result() for future in futures)
+    if batch is None:
+        pcs = _play_all(lab, bench, options, progress)
+    else:
+        # every PC must be playing for the sender to start: all of them at once
+        options = replace(options, parallel=len(lab.pcs))
+        pcs, day = _image_all(lab, bench, options, progress)
+        checks.append(day)
+        _say(progress, day)
 
     checks.extend(_security_checks(lab, validation.desired, progress))
     for check in pc_checks(pcs):
         checks.append(check)
         _say(progress, check)
     return replace(report, pcs=pcs, checks=tuple(checks))
+
+
+def _place_live_stand_ins(tftp_root: Path, desired: Desired) -> None:
+    """The server arms nobody without Clonezilla live in its TFTP root; the lab's PCs never
+    boot it (they play its client's part), so stand-ins do."""
+    live = desired.site.boot.clonezilla
+    for name in (live.kernel, live.initrd, live.rootfs):
+        path = tftp_root / name
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.write_bytes(b"stand-in for Clonezilla live\n")
+        path.chmod(0o644)
+
+
+def _play_all(
+    lab: Lab, bench: pcsteps.Bench, options: Options, progress: Progress, *, armed: bool = False
+) -> tuple[PcResult, ...]:
+    workers = min(options.parallel, len(lab.pcs))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lab-pc") as pool:
+        futures = [pool.submit(_play, lab, bench, pc, progress, armed) for pc in lab.pcs]
+        return tuple(future.result() for future in futures)
+
+
+def _image_all(
+    lab: Lab, bench: pcsteps.Bench, options: Options, progress: Progress
+) -> tuple[tuple[PcResult, ...], CheckResult]:
+    """The armed PCs image while the controller's passes take their reports; each PC then
+    reboots and must find local boot."""
+    if lab.controller is None or lab.shell is None or lab.layout is None:
+        raise RehearsalError("imaging needs the controller's pass first")
+    reference = lab.run.private / "reference.img"
+    restored = imaging.restore_local(
+        lab.net.procs, lab.hosts["srv"].netns, bench.images_root / bench.image, reference
+    )
+    if not restored.ok:
+        raise RehearsalError(f"the reference restore failed: {restored.problems()}")
+    armed = {pc.hostname: bench.image for pc in lab.pcs if pc.in_site}
+    with kitting_day.ServerLoop(lab.controller, lab.shell, lab.layout) as loop:
+        setup = pcsteps.ImagingBench(reference=reference, settled=loop.settled)
+        pcs = _play_all(lab, replace(bench, armed=armed, imaging=setup), options, progress,
+                        armed=True)  # fmt: skip
+    phases = loop.phases()
+    done = sorted(armed) == sorted(h for h, phase in phases.items() if phase == kitting_day.SETTLED)
+    words = ", ".join(f"{host}: {phase}" for host, phase in sorted(phases.items()))
+    detail = f"{words or 'no PC in the batch'}; {loop.passes} passes" + (
+        f"; {loop.error}" if loop.error else ""
+    )
+    return pcs, CheckResult("deployment", done and not loop.error, detail)
 
 
 def pc_checks(pcs: tuple[PcResult, ...]) -> list[CheckResult]:
@@ -246,7 +312,9 @@ def _roles(lab: Lab) -> security.Roles:
 # ---------------------------------------------------------------- the controller
 
 
-def _controller_pass(lab: Lab, commit: str, desired: Desired) -> list[CheckResult]:
+def _controller_pass(
+    lab: Lab, commit: str, desired: Desired, *, imaging: bool = False
+) -> list[CheckResult]:
     """One pass of the real controller against the lab server, then a plan that must be
     empty (the server matches the commit; nothing would be written or reloaded)."""
     tree = lab.run.server
@@ -262,11 +330,14 @@ def _controller_pass(lab: Lab, commit: str, desired: Desired) -> list[CheckResul
         firewall=NftReader(in_server),
         preflight=partial(preflight.check, layout=layout, runner=in_server),
     )
-    controller = Controller(settings, clock=SystemClock(), layout=layout, seams=seams)
-    try:
-        outcome = controller.pass_once("lab")
-    finally:
-        controller.source.close()
+    clock = SystemClock()
+    if imaging:  # the sessions and the report listener live in the server's namespace
+        lab.shell = kitting_day.deployments(layout, clock, server_ns)
+    controller = Controller(
+        settings, clock=clock, layout=layout, seams=seams, deployments=lab.shell
+    )
+    lab.controller = controller
+    outcome = controller.pass_once("lab")
     ready = outcome.status.condition(READY)
     asked = ", ".join(f"{verb} {what}" for verb, what in services.calls) or "nothing"
     applied = (
@@ -280,7 +351,15 @@ def _controller_pass(lab: Lab, commit: str, desired: Desired) -> list[CheckResul
     if not applied:
         return results
     before = len(services.calls)
-    plan = reconcile.plan_for(desired, "/", layout, seams=seams)
+    shell = lab.shell
+    plan = reconcile.plan_for(
+        desired,
+        "/",
+        layout,
+        seams=seams,
+        extra=shell.last_artifacts if shell is not None else (),
+        nfs_writers=shell.nfs_writers(desired) if shell is not None else (),
+    )
     idle = not plan.changes and len(services.calls) == before
     results.append(CheckResult("plan-after-pass", idle, plan.summary or "no changes"))
     return results
@@ -289,7 +368,9 @@ def _controller_pass(lab: Lab, commit: str, desired: Desired) -> list[CheckResul
 # ---------------------------------------------------------------- the PCs
 
 
-def _play(lab: Lab, bench: pcsteps.Bench, pc: labsite.LabPc, progress: Progress) -> PcResult:
+def _play(
+    lab: Lab, bench: pcsteps.Bench, pc: labsite.LabPc, progress: Progress, armed: bool
+) -> PcResult:
     host = lab.hosts[pc.node]
     with ProcessRegistry(lab.run.logs / pc.node) as procs:
         session = pcsteps.PcSession(pc, host, procs)
@@ -297,7 +378,7 @@ def _play(lab: Lab, bench: pcsteps.Bench, pc: labsite.LabPc, progress: Progress)
         def said(step: StepResult) -> None:
             progress(progress_line(pc.node, step))
 
-        steps = pcsteps.play(bench, session, pcsteps.steps_for(pc), said)
+        steps = pcsteps.play(bench, session, pcsteps.steps_for(pc, armed=armed, reboot=armed), said)
     lease = session.lease
     return replace(
         _not_run(pc),
@@ -383,11 +464,23 @@ def _keep(lab: Lab) -> bool:
 
 def _tear_down(lab: Lab) -> None:
     try:
+        _close_controller(lab)
         lab.net.teardown()
     finally:
         workspace.detach_loops(lab.run)
         workspace.remove_server(lab.run)
         lab.run.mark("finished", os.getpid())
+
+
+def _close_controller(lab: Lab) -> None:
+    """The controller's source, then its shell: the listener and every session by PID."""
+    try:
+        if lab.controller is not None:
+            lab.controller.source.close()
+    finally:
+        if lab.shell is not None:
+            lab.shell.close()
+        lab.controller = lab.shell = None
 
 
 def _facts(lab: Lab) -> dict[str, str]:

@@ -220,3 +220,37 @@ def test_a_kept_lab_runs_on_until_lab_down(base: Path, capsys: pytest.CaptureFix
     assert _namespaces(prefix) == []
     assert _lab_processes(str(base)) == []
     assert not workspace.run_dir(base, prefix).path.exists()
+
+
+@pytest.mark.slow
+def test_two_pcs_are_imaged_by_multicast_then_boot_locally(
+    base: Path,
+    tmp_path: Path,
+    clonezilla_image: Any,
+    require_programs: RequirePrograms,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real fixture image, a batch open now: by the lab's plan pc1 (BIOS) and pc2
+    (UEFI, docked) are armed, receive both partitions by multicast, verify, report, and
+    after the controller took their reports their menus boot the local disk."""
+    require_programs("udp-sender", "udp-receiver", "partclone.vfat", "partclone.ntfs", "gzip")
+    report_path = tmp_path / "report.json"
+    argv = ["lab", "run", "--pcs", "2", "--base", str(base), "--report", str(report_path)]
+    code = main([*argv, "--image", str(clonezilla_image.image_dir)])
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert code == 0, out
+    pcs = {pc["name"]: pc for pc in report["pcs"]}
+    for name in ("pc1", "pc2"):
+        steps = _steps(pcs[name])
+        assert [s["name"] for s in pcs[name]["steps"]][-6:] == [
+            "job", "image", "restore", "verify", "report", "reboot",
+        ], out  # fmt: skip
+        assert all(step["ok"] for step in steps.values()), out
+        assert "local" in steps["reboot"]["detail"].lower(), steps["reboot"]
+    assert "restore" not in _steps(pcs["stray"])
+    checks = {check["name"]: check for check in report["checks"]}
+    assert checks["deployment"]["ok"], checks["deployment"]
+    assert "sales-pc01: succeeded" in checks["deployment"]["detail"]
+    assert "accounting-pc02: succeeded" in checks["deployment"]["detail"]
+    assert report["seconds"] < 60
