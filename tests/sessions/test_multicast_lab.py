@@ -17,25 +17,22 @@ entries in that very pass; the batch finishes and its history records what was s
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from reconciler import report_listener
 from reconciler.clock import SystemClock
 from reconciler.controller import Controller
 from reconciler.deploy_shell import DeployShell, load_state
 from reconciler.lab import netns
+from reconciler.lab.kitting_day import listen_in
 from reconciler.lab.procs import netns_argv
 from reconciler.layout import Layout
 from reconciler.sessions import SessionRunner
@@ -52,7 +49,6 @@ PCS = {
     "pc2": ("lab-pc02", "02:4b:00:00:00:12", "192.168.100.12"),
 }
 SECTOR = 512
-CLONE_NEWNET = 0x40000000
 STEP_TIMEOUT = 40.0
 
 
@@ -80,36 +76,6 @@ def site_files(image: clonezilla.ClonezillaImage, start: datetime, end: datetime
             "clients_to_wait: 2\nmax_wait: 20s\nstart_timeout: 60s\n"
         ),
     }
-
-
-def listen_in(ns: str) -> Callable[[str, int], socket.socket]:
-    """Bind the report listener inside a namespace: a short-lived thread enters it (a
-    socket stays in the namespace it was made in), the listener then runs anywhere."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def listen(address: str, port: int) -> socket.socket:
-        made: list[socket.socket] = []
-        failed: list[OSError] = []
-
-        def enter() -> None:
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-                made.append(report_listener.bind(address, port))
-            except OSError as error:
-                failed.append(error)
-            finally:
-                os.close(fd)
-
-        thread = threading.Thread(target=enter)
-        thread.start()
-        thread.join(timeout=10)
-        if failed:
-            raise failed[0]
-        return made[0]
-
-    return listen
 
 
 def partitions(image: clonezilla.ClonezillaImage) -> list[tuple[str, str, int, int]]:
