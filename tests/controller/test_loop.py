@@ -155,7 +155,9 @@ def test_nudge_busy_and_clean_stop(
     nudged = kitctl("reconcile", "--now", "--root", str(root))
     assert nudged.returncode == 0, nudged.stderr
     assert nudged.stdout == f"asked controller (pid {running.pid}) for a pass\n"
-    wait_until(lambda: (root / DNSMASQ).read_bytes() == original, 5, "the nudged pass")
+    # the audit line follows the file's rename: wait for the line, then check both
+    wait_until(lambda: bool(events(root, "drift_repaired")), 5, "the nudged pass")
+    assert (root / DNSMASQ).read_bytes() == original
     assert [e.target for e in events(root, "drift_repaired")] == ["/etc/dnsmasq.d/kitting.conf"]
 
     second = kitctl(
