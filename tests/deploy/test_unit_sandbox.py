@@ -46,7 +46,6 @@ mount -t tmpfs -o size=512m tmpfs "$C"
 mkdir -p "$C/upper" "$C/work" "$C/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$C/upper,workdir=$C/work" "$C/root"
 R=$C/root
-mkdir -p "$R$REPO" && mount --bind -o ro "$REPO" "$R$REPO"
 mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
 if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
@@ -60,6 +59,8 @@ fi
 mount --rbind /dev "$R/dev"
 mount -t tmpfs tmpfs "$R/run"
 mount -t tmpfs tmpfs "$R/tmp"
+# after /tmp and /run: a checkout below either must not be hidden by their fresh tmpfs
+mkdir -p "$R$REPO" && mount --bind -o ro "$REPO" "$R$REPO"
 cp "$C/../kitting-reconciler.service" "$C/../probe.target" "$R/etc/systemd/system/"
 install -m 0755 "$C/../probe.sh" "$R/usr/local/bin/kitting-probe"
 mkdir -p "$R/etc/kitting" "$R/home/partimag" "$R/root/.ssh"
@@ -113,6 +114,9 @@ def _probe_unit(tmp_path: Path) -> None:
     writable = " ".join(sorted(EXPECTED_WRITABLE))
     kitctl = Path(sys.executable).parent / "kitctl"
     env = f'Environment="WRITABLE={writable}" "REPO={unitfile.REPO}" "KITCTL={kitctl}"\n'
+    # The unit's PrivateTmp hides /tmp: a checkout there (CI clones anywhere) would take the
+    # test's kitctl and site repo out of sight. The installed unit runs /opt/kitting instead.
+    env += f"BindReadOnlyPaths={unitfile.REPO}\n"
     (tmp_path / "kitting-reconciler.service").write_text(
         text.replace("[Service]\n", "[Service]\n" + env)
     )
