@@ -37,6 +37,7 @@ from reconciler.audit import AuditLog, CommitInfo, Event, Result
 from reconciler.checks import window_bounds
 from reconciler.clock import Clock
 from reconciler.commits import TrustPolicy, trust_policy
+from reconciler.deployment_facts import Backend
 from reconciler.desired import Desired
 from reconciler.host import LocalHost
 from reconciler.layout import Layout
@@ -44,7 +45,7 @@ from reconciler.live_firewall import NftReader, NoFirewall
 from reconciler.problems import errors
 from reconciler.render import nfs
 from reconciler.rendered import Artifact
-from reconciler.services import NoServices, SystemdServices
+from reconciler.services import NoServices, OwnsPrograms, ServiceManager, SystemdServices
 from reconciler.settings import Settings
 from reconciler.source import (
     GitSource,
@@ -57,6 +58,8 @@ from reconciler.status import READY, RECONCILING, STALLED, Status, Window
 
 LOCK_NAME = "controller.lock"
 SOURCE_DIR = "source"
+DIRECT_DIR = "direct"
+"""`services: direct`: the programs' private files (leases, PID files, host key) and logs."""
 MAX_BACKOFF = 300.0
 PROBLEM_LINES = 20
 DEPLOYMENT_TICK = 0.5
@@ -150,7 +153,9 @@ class Controller:
             push_notes=settings.notes.push,
         )
         self.status = status_file.load(self.state_host, self.layout)
-        self.deployments = deployments or deploy_shell.DeployShell(self.root, self.layout, clock)
+        self.deployments = deployments or deploy_shell.DeployShell(
+            self.root, self.layout, clock, backend=Backend(settings.backend)
+        )
         self._applied: Desired | None = None
         self._applied_loaded = False
         # A refused head is judged once more by a new process: the operator may have
@@ -489,6 +494,10 @@ class Controller:
             watcher = _watch_local(self.settings.source, wakeup, stop)
             stopper = _poke_on_stop(wakeup, stop)
             self.deployments.wake = wakeup.poke
+            services = self.seams.services
+            if isinstance(services, OwnsPrograms):
+                for failure in services.start_existing():
+                    logger.bind(commit=None, target="services").error(f"not started: {failure}")
             try:
                 return self._loop(wakeup, stop, once=once)
             finally:
@@ -500,6 +509,8 @@ class Controller:
                 # No sender outlives a clean stop (deploy/systemd: KillMode=mixed).
                 self.deployments.close()
                 self.source.close()
+                if isinstance(services, OwnsPrograms):
+                    services.stop_all()  # its children end with it
 
     def _loop(self, wakeup: _Wakeup, stop: threading.Event, *, once: bool) -> int:
         local = _local_git_dir(self.settings.source) is not None
@@ -578,7 +589,21 @@ def _seams(settings: Settings, layout: Layout) -> reconcile.Seams:
         return reconcile.Seams(seams.host, NoServices(), NoFirewall(), seams.preflight)
     if settings.services == "systemd":
         return reconcile.Seams(seams.host, SystemdServices(), NftReader(), seams.preflight)
+    if settings.services == "direct":
+        return reconcile.Seams(
+            seams.host, _direct_services(settings, layout), NftReader(), seams.preflight
+        )
     return seams
+
+
+def _direct_services(settings: Settings, layout: Layout) -> ServiceManager:
+    """`services: direct`: the programs run as the controller's children, in its network
+    namespace (the lab runs `kitctl run` inside its server namespace this way)."""
+    from reconciler.lab.procs import ProcessRegistry  # noqa: PLC0415 - only this mode needs it
+    from reconciler.lab.services import LabServices  # noqa: PLC0415
+
+    private = state_path(settings.root, layout, DIRECT_DIR)
+    return LabServices(ProcessRegistry(private / "logs"), None, layout, private)
 
 
 # ---------------------------------------------------------------------- waking up

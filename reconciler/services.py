@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconciler import nftables
 from reconciler.facts import ServiceState
@@ -40,6 +40,16 @@ class ServiceManager(Protocol):
         ...
 
     def state(self, service: Service) -> ServiceState: ...
+
+
+@runtime_checkable
+class OwnsPrograms(Protocol):
+    """A manager whose programs are the controller's own children (`services: direct`):
+    started with the controller from the files already converged, stopped when it ends."""
+
+    def start_existing(self) -> list[str]: ...
+
+    def stop_all(self) -> None: ...
 
 
 DEBIAN_UNITS: Mapping[Service, str] = MappingProxyType(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reconciler import load
 from reconciler.desired import AllowedSigner
@@ -37,8 +37,14 @@ class Settings(BaseModel):
     branch: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
     root: str = "/"
     """Server root to converge; anything but / is a sandbox."""
-    services: str = Field(default="auto", pattern=r"^(auto|systemd|none)$")
-    """How programs are reloaded: systemd, none (record only), auto (systemd for /)."""
+    services: str = Field(default="auto", pattern=r"^(auto|systemd|direct|none)$")
+    """How programs are reloaded: systemd; direct (kitctl starts dnsmasq, nfs-ganesha and
+    sshd itself as its children and loads nft in its own network namespace: the lab, or a
+    container without systemd; they stop when kitctl stops); none (record only); auto
+    (systemd for /, none elsewhere)."""
+    backend: str = Field(default="native", pattern=r"^(native|drbl)$")
+    """Who runs imaging sessions: native (the reconciler's own udp-sender feeder) or drbl
+    (a full DRBL server's drbl-ocs)."""
     interval: float = Field(default=60.0, gt=0, le=86400)
     """Seconds between polls of a remote source (with jitter). Local sources are watched."""
     drift_interval: float = Field(default=300.0, gt=0, le=86400)
@@ -54,6 +60,13 @@ class Settings(BaseModel):
     """Where the rendered files live, when not the Debian/Ubuntu defaults (reconciler.layout):
     e.g. {dnsmasq_conf: /etc/dnsmasq.d/kitting.conf}. The lab uses this to keep a whole
     server inside one directory."""
+
+    @model_validator(mode="after")
+    def _direct_needs_root(self) -> Settings:
+        # the programs read their files at the paths the layout names, never under a root
+        if self.services == "direct" and self.root != "/":
+            raise ValueError("services: direct runs the programs on this server: root must be /")
+        return self
 
     def layout(self) -> Layout:
         unknown = sorted(set(self.paths) - set(Layout.__dataclass_fields__))

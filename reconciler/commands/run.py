@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_cmd.add_argument("--source", help="site repo: local path or URL")
     run_cmd.add_argument("--branch", help="branch to follow (default: main)")
     run_cmd.add_argument("--root", help="server root (default: /)")
-    run_cmd.add_argument("--services", choices=("auto", "systemd", "none"))
+    run_cmd.add_argument("--services", choices=("auto", "systemd", "direct", "none"))
     run_cmd.add_argument("--interval", type=float, help="seconds between polls of a remote source")
     run_cmd.add_argument("--drift-interval", type=float, help="seconds between drift checks")
     run_cmd.add_argument(

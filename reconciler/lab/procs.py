@@ -252,13 +252,16 @@ class ProcessRegistry:
         self,
         argv: Sequence[str],
         *,
-        netns: str,
+        netns: str | None,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Proc:
-        """Start `argv` inside `netns`; its output goes to files named after `name`."""
-        full = tuple(netns_argv(netns, argv))
+        """Start `argv` inside `netns` (None: this process's own namespace, as `kitctl run`
+        with `services: direct` does); its output goes to files named after `name`."""
+        full = tuple(netns_argv(netns, argv) if netns is not None else argv)
+        if not full:
+            raise ValueError("empty argument list")
         label = _checked_name(name or Path(argv[0]).name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stem = self.log_dir / f"{self._next_serial():03d}-{label}"
@@ -275,17 +278,19 @@ class ProcessRegistry:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise ProcError(f"cannot start {full[4]} in {netns}: {exc}") from exc
+                raise ProcError(
+                    f"cannot start {argv[0]} in {netns or 'this namespace'}: {exc}"
+                ) from exc
         proc = Proc(
             name=label,
-            netns=netns,
+            netns=netns or "",
             argv=full,
             popen=popen,
             stdout_path=stdout_path,
             stderr_path=stderr_path,
         )
         self._procs.append(proc)
-        logger.bind(target=netns, commit=None).debug(f"started {label} (pid {proc.pid})")
+        logger.bind(target=netns or label, commit=None).debug(f"started {label} (pid {proc.pid})")
         return proc
 
     def run(

@@ -77,7 +77,7 @@ class LabServices:
     def __init__(
         self,
         procs: ProcessRegistry,
-        netns: str,
+        netns: str | None,
         layout: Layout,
         private: Path,
         *,
@@ -91,10 +91,11 @@ class LabServices:
         self.calls: list[tuple[str, str]] = []
         """What the reconciler asked, in order (as NoServices records it)."""
         self._procs = procs
-        self._in_netns = NetnsRunner(netns)
+        # None: the programs run in this process's own namespace (`services: direct`)
+        self._in_netns: Runner = NetnsRunner(netns) if netns is not None else host_runner
         self._host_runner = host_runner
         self._running: dict[Service, Proc] = {}
-        self._log = logger.bind(target=netns, commit=None)
+        self._log = logger.bind(target=netns or "direct", commit=None)
 
     # ------------------------------------------------------------ ServiceManager
 
@@ -177,6 +178,26 @@ class LabServices:
     def stop_all(self) -> None:
         for service in sorted(self._running, reverse=True):
             self.stop(service)
+
+    def start_existing(self) -> list[str]:
+        """Start every program whose configuration the reconciler has already written (a
+        restarted `kitctl run` with `services: direct`: the files are converged, so no plan
+        would start them). Returns what failed to start, in the programs' own words."""
+        files = {
+            Service.nftables: self.layout.nft_file,
+            Service.dnsmasq: self.layout.dnsmasq_conf,
+            Service.nfs_ganesha: self.layout.ganesha_conf,
+            Service.sshd: self.layout.sshd_dropin,
+        }
+        failures: list[str] = []
+        for service, path in files.items():
+            if not Path(path).is_file() or self.pid(service) is not None:
+                continue
+            try:
+                self.restart(service)
+            except ServiceError as error:
+                failures.append(f"{service.value}: {error}")
+        return failures
 
     @property
     def host_key(self) -> Path:

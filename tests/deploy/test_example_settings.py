@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from ruamel.yaml import YAML
 
 from reconciler import settings
@@ -27,6 +28,7 @@ def test_loads_and_validates_with_the_values_written() -> None:
     assert loaded.branch == "main"
     assert loaded.root == "/"
     assert loaded.services == "auto"
+    assert loaded.backend == "native"
     assert loaded.interval == 60.0
     assert loaded.drift_interval == 300.0
     assert loaded.allow_rewrite is False
@@ -76,3 +78,15 @@ def test_every_field_has_a_comment_right_above_it() -> None:
         | set(AllowedSigner.model_fields)
     )
     assert seen == fields
+
+
+def test_direct_services_only_for_the_live_root() -> None:
+    with pytest.raises(settings.SettingsError, match="services: direct runs the programs"):
+        settings.read(EXAMPLE, {"services": "direct", "root": "/srv/sandbox"})
+    assert settings.read(EXAMPLE, {"services": "direct"}).services == "direct"
+
+
+def test_backend_is_native_or_drbl() -> None:
+    assert settings.read(EXAMPLE, {"backend": "drbl"}).backend == "drbl"
+    with pytest.raises(settings.SettingsError, match="backend"):
+        settings.read(EXAMPLE, {"backend": "udpcast"})
