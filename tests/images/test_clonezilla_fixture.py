@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.lab import fixture_image
 from tests.fixtures import clonezilla
 
 
 def test_no_loop_devices_is_a_clear_refusal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clonezilla, "missing_programs", list)
-    monkeypatch.setattr(clonezilla, "LOOP_CONTROL", tmp_path / "no-loop-control")
+    monkeypatch.setattr(fixture_image, "missing_programs", list)
+    monkeypatch.setattr(fixture_image, "LOOP_CONTROL", tmp_path / "no-loop-control")
     with pytest.raises(clonezilla.FixtureUnavailable, match="loop devices are unavailable"):
         clonezilla.build_or_reuse(tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
@@ -24,7 +25,7 @@ def test_no_loop_devices_is_a_clear_refusal(
 
 
 def test_missing_programs_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clonezilla, "missing_programs", lambda: ["ocs-sr", "mcopy"])
+    monkeypatch.setattr(fixture_image, "missing_programs", lambda: ["ocs-sr", "mcopy"])
     with pytest.raises(clonezilla.FixtureUnavailable, match="needs ocs-sr, mcopy"):
         clonezilla.build_or_reuse(tmp_path)
 
@@ -33,7 +34,7 @@ def test_an_overrunning_command_is_killed_with_its_children(tmp_path: Path) -> N
     marker = tmp_path / "child.pid"
     started = time.monotonic()
     with pytest.raises(clonezilla.FixtureBuildError, match="ran longer than 1 s"):
-        clonezilla._run(["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"], timeout=1)
+        fixture_image._run(["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"], timeout=1)
     assert time.monotonic() - started < 10
     child = int(marker.read_text())
     deadline = time.monotonic() + 5
@@ -51,7 +52,7 @@ def _is_zombie(pid: int) -> bool:
 
 def test_a_failing_command_says_what_it_printed() -> None:
     with pytest.raises(clonezilla.FixtureBuildError, match="exited 3: oops"):
-        clonezilla._run(["sh", "-c", "echo oops; exit 3"])
+        fixture_image._run(["sh", "-c", "echo oops; exit 3"])
 
 
 def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +60,13 @@ def test_the_cache_directory_follows_the_environment(monkeypatch: pytest.MonkeyP
     assert clonezilla.cache_dir() == Path("/tmp/somewhere")
     monkeypatch.delenv(clonezilla.CACHE_ENV)
     assert clonezilla.cache_dir() == Path("/var/cache/kitting-tests")
+
+
+def test_the_lab_and_the_tests_keep_the_same_recipe_in_their_own_caches() -> None:
+    assert Path("/var/cache/kitting-lab") == fixture_image.LAB_CACHE
+    assert fixture_image.home_dir(Path("/var/cache/kitting-tests")) == Path(
+        f"/var/cache/kitting-tests/clonezilla-v{clonezilla.RECIPE_VERSION}"
+    )
 
 
 def test_noise_is_deterministic_and_incompressible() -> None:
