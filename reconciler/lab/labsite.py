@@ -14,8 +14,12 @@ The plan (N PCs, by hand, for N = 4):
     stray                 UEFI  02:..:04:00               not in the site repo
 
 Odd PCs are BIOS, even PCs UEFI; the first half is in `sales`, the rest in `accounting`.
-The server is 192.168.100.1 (and 198.18.0.1 on the production side, see `rehearsal`), the
-admin terminal 192.168.100.200, the production host 198.18.0.10.
+The server is 192.168.100.1 on the kitting network. Its uplink is 198.19.0.1 on a link
+to the router (198.19.0.254), which joins the production network (198.18.0.1); the
+production host is 198.18.0.10, the admin terminal 192.168.100.200. The site declares
+198.18.0.0/15 (uplink and production) as production: no PC may reach into it.
+
+    kitting 192.168.100.0/24 -- srv -- uplink 198.19.0.0/24 -- rtr -- production 198.18.0.0/24
 
 Purely computational.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import PurePosixPath
 
 from reconciler.desired import Firmware
@@ -34,8 +38,15 @@ from reconciler.layout import Layout
 INTERFACE = "e0"
 SERVER = IPv4Address("192.168.100.1")
 SERVER_KITTING = IPv4Interface("192.168.100.1/24")
-SERVER_PRODUCTION = IPv4Interface("198.18.0.1/15")
-PRODUCTION_HOST = IPv4Interface("198.18.0.10/15")
+UPLINK_NET = IPv4Network("198.19.0.0/24")
+SERVER_UPLINK = IPv4Interface("198.19.0.1/24")
+"""The server's leg on the link to the router: its way out, its default route."""
+SERVER_PRODUCTION = SERVER_UPLINK
+"""The server's address on the production side (its uplink)."""
+ROUTER_UPLINK = IPv4Interface("198.19.0.254/24")
+ROUTER_PRODUCTION = IPv4Interface("198.18.0.1/24")
+PRODUCTION_LINK = IPv4Network("198.18.0.0/24")
+PRODUCTION_HOST = IPv4Interface("198.18.0.10/24")
 ADMIN_HOST = IPv4Interface("192.168.100.200/24")
 POOL_START = IPv4Address("192.168.100.10")
 POOL_END = IPv4Address("192.168.100.50")
@@ -75,6 +86,7 @@ SERVER_NODE = 1
 ADMIN_NODE = 2
 PRODUCTION_NODE = 3
 STRAY_NODE = 4
+ROUTER_NODE = 5
 PC_NODE_BASE = 0x10
 
 

@@ -2,11 +2,12 @@
 
 Shape (all names carry the run's prefix, e.g. `kt1a2b3c-`):
 
-    kt1a2b3c-kit   switch: bridge br0, one port per NIC plugged into it (`pc1-e0`, ...)
-    kt1a2b3c-srv   host: e0 (veth, other end in the switch), lo up, 224.0.0.0/4 via e0
-    kt1a2b3c-pc1   host: e0 (and e1 for a PC with a dock: two MACs)
-    kt1a2b3c-rtr   router: e0 on the kitting switch, e1 on the production switch, forwarding
-    kt1a2b3c-prod  switch of the production network, hosts behind it
+    kt1a2b3c-kit     switch: bridge br0, one port per NIC plugged into it (`pc1-e0`, ...)
+    kt1a2b3c-srv     host: e0 (veth, other end in the switch), lo up, 224.0.0.0/4 via e0
+    kt1a2b3c-pc1     host: e0 (and e1 for a PC with a dock: two MACs)
+    kt1a2b3c-uplink  switch between a router's leg and another's (the server's uplink)
+    kt1a2b3c-rtr     router: one leg per switch it joins, forwarding on
+    kt1a2b3c-prod    switch of the production network, hosts behind it
 
 Each veth pair is created directly in the two namespaces it joins (`ip -n SWITCH link add
 PORT type veth peer name e0 netns HOST`), so no lab interface ever exists in the machine's
@@ -33,7 +34,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address, ip_interface
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    ip_address,
+    ip_interface,
+    ip_network,
+)
 from pathlib import Path
 from types import TracebackType
 
@@ -49,6 +57,7 @@ MULTICAST_NET = IPv4Network("224.0.0.0/4")
 STATE_DIR = Path("/run/kitting-lab")
 BRIDGE = "br0"
 KITTING_SWITCH = "kit"
+UPLINK_SWITCH = "uplink"
 PRODUCTION_SWITCH = "prod"
 
 IP_TIMEOUT = 10.0
@@ -381,11 +390,22 @@ class VirtualNetwork:
         multicast route on e0; static addresses and a default route when given."""
         return self._add_node(name, nics, gateway, router=False)
 
-    def add_router(self, name: str, *, legs: Sequence[NicSpec]) -> Host:
-        """A host with one NIC per network (each with an address) and IPv4 forwarding on."""
+    def add_router(self, name: str, *, legs: Sequence[NicSpec], gateway: str | None = None) -> Host:
+        """A host with one NIC per network (each with an address) and IPv4 forwarding on;
+        a default route when `gateway` is given (a server routing to its uplink)."""
         if len(legs) < 2 or any(leg.address is None for leg in legs):
             raise LabError("a router needs at least two legs, each with an address")
-        return self._add_node(name, legs, None, router=True)
+        return self._add_node(name, legs, gateway, router=True)
+
+    def add_route(self, host: Host, network: str, *, via: str) -> None:
+        """Route a lab network through a neighbour (a router's way back to a network
+        behind another router)."""
+        target = ip_network(network)
+        if not isinstance(target, IPv4Network) or not any(
+            target.subnet_of(net) for net in LAB_NETS
+        ):
+            raise ValueError(f"{network} is not inside the lab networks")
+        _ip("-n", host.netns, "route", "replace", str(target), "via", str(lab_address(via)))
 
     def add_production(
         self,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -46,7 +46,14 @@ from reconciler.controller import Controller
 from reconciler.desired import Desired
 from reconciler.host import LocalHost
 from reconciler.lab import imaging, kitting_day, labsite, netns, pcsteps, security, workspace
-from reconciler.lab.netns import KITTING_SWITCH, PRODUCTION_SWITCH, Host, NicSpec, VirtualNetwork
+from reconciler.lab.netns import (
+    KITTING_SWITCH,
+    PRODUCTION_SWITCH,
+    UPLINK_SWITCH,
+    Host,
+    NicSpec,
+    VirtualNetwork,
+)
 from reconciler.lab.nsrunner import NetnsRunner
 from reconciler.lab.procs import ProcessRegistry
 from reconciler.lab.report import (
@@ -265,27 +272,53 @@ def pc_checks(pcs: tuple[PcResult, ...]) -> list[CheckResult]:
 
 
 def _build_network(lab: Lab) -> None:
-    net, prefix = lab.net, lab.run.prefix
+    lab.hosts.update(build_network(lab.net, lab.pcs))
+
+
+def build_network(net: VirtualNetwork, pcs: Sequence[labsite.LabPc]) -> dict[str, Host]:
+    """The lab's network in `net` (empty so far); returns its hosts by node name: `srv`,
+    `rtr`, `adm`, `prodsrv` and each PC's node.
+
+        kitting switch:    srv e0 (.1), adm (.200), the PCs
+        uplink switch:     srv e1 (198.19.0.1), rtr e0 (198.19.0.254)
+        production switch: rtr e1 (198.18.0.1), prodsrv (198.18.0.10)
+
+    The server routes the kitting network to its uplink (its default route is the
+    router), so its firewall's forward chain sees everything a PC sends towards
+    production; the router knows the kitting network is behind the server.
+    """
 
     def mac(node: int, nic: int = 0) -> str:
-        return netns.lab_mac(prefix, node, nic)
+        return netns.lab_mac(net.prefix, node, nic)
 
     net.add_switch(KITTING_SWITCH)
+    net.add_switch(UPLINK_SWITCH)
     net.add_switch(PRODUCTION_SWITCH)
+    hosts: dict[str, Host] = {}
     server = labsite.SERVER_NODE
-    lab.hosts["srv"] = net.add_router(
+    hosts["srv"] = net.add_router(
         "srv",
         legs=(
             NicSpec(KITTING_SWITCH, mac=mac(server), address=str(labsite.SERVER_KITTING)),
-            NicSpec(PRODUCTION_SWITCH, mac=mac(server, 1), address=str(labsite.SERVER_PRODUCTION)),
+            NicSpec(UPLINK_SWITCH, mac=mac(server, 1), address=str(labsite.SERVER_UPLINK)),
+        ),
+        gateway=str(labsite.ROUTER_UPLINK.ip),
+    )
+    router = labsite.ROUTER_NODE
+    hosts["rtr"] = net.add_router(
+        "rtr",
+        legs=(
+            NicSpec(UPLINK_SWITCH, mac=mac(router), address=str(labsite.ROUTER_UPLINK)),
+            NicSpec(PRODUCTION_SWITCH, mac=mac(router, 1), address=str(labsite.ROUTER_PRODUCTION)),
         ),
     )
-    lab.hosts["adm"] = net.add_host(
+    net.add_route(hosts["rtr"], str(netns.KITTING_NET), via=str(labsite.SERVER_UPLINK.ip))
+    hosts["adm"] = net.add_host(
         "adm",
         nics=(NicSpec(mac=mac(labsite.ADMIN_NODE), address=str(labsite.ADMIN_HOST)),),
         gateway=str(labsite.SERVER),
     )
-    lab.hosts["prodsrv"] = net.add_host(
+    hosts["prodsrv"] = net.add_host(
         "prodsrv",
         nics=(
             NicSpec(
@@ -294,10 +327,11 @@ def _build_network(lab: Lab) -> None:
                 address=str(labsite.PRODUCTION_HOST),
             ),
         ),
-        gateway=str(labsite.SERVER_PRODUCTION.ip),
+        gateway=str(labsite.ROUTER_PRODUCTION.ip),
     )
-    for pc in lab.pcs:
-        lab.hosts[pc.node] = net.add_host(pc.node, nics=tuple(NicSpec(mac=m) for m in pc.macs))
+    for pc in pcs:
+        hosts[pc.node] = net.add_host(pc.node, nics=tuple(NicSpec(mac=m) for m in pc.macs))
+    return hosts
 
 
 def _roles(lab: Lab) -> security.Roles:
@@ -306,6 +340,7 @@ def _roles(lab: Lab) -> security.Roles:
         admin=lab.hosts["adm"],
         production=lab.hosts["prodsrv"],
         pc=lab.hosts[lab.pcs[0].node],
+        router=lab.hosts["rtr"],
     )
 
 

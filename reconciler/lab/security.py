@@ -1,8 +1,10 @@
 """Lab-wide checks: what the reconciler's firewall lets through, and what it must not.
 
 - production: a kitting PC cannot reach the production network (TCP, UDP, ICMP) through
-  the server, which routes between the two in the lab; the same path is shown open
-  before the firewall is loaded (`production_control`), so "blocked" is not a broken route.
+  the server, which routes the kitting network to its uplink, where a router joins the
+  production network; the same path is shown open before the firewall is loaded
+  (`production_control`: the admin terminal reaches production, and traceroute shows the
+  server then the router on the way), so "blocked" is not a broken route.
 - ssh: port 22 answers the admin terminal (the real sshd, recognised by its host key) and
   drops a kitting PC; another closed port drops it too.
 - firewall: the reconciler's table is live in the server namespace, with the TFTP helper.
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +24,7 @@ from pathlib import Path
 from reconciler import preflight, render
 from reconciler.desired import Desired, NfsBackend
 from reconciler.lab import labsite, probes
-from reconciler.lab.netns import Host
+from reconciler.lab.netns import PRODUCTION_NET, Host
 from reconciler.lab.nsrunner import NetnsRunner
 from reconciler.lab.procs import ProcessRegistry
 from reconciler.lab.report import CheckResult
@@ -34,6 +37,8 @@ PRODUCTION_UDP = 514
 CLOSED_PORT = 8080
 PROBE_TIMEOUT = 1.5
 """Seconds a blocked probe waits: a dropped packet gets no answer at all."""
+TRACE_HOPS = 6
+_HOP = re.compile(r"^\s*(\d+)\s+(\S+)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class Roles:
     production: Host
     pc: Host
     """A kitting PC that holds its address."""
+    router: Host | None = None
+    """The router between the server's uplink and production; when given, the control
+    check also proves the path runs through the server, then through it."""
 
 
 def production_reach(procs: ProcessRegistry, roles: Roles, source: Host) -> dict[str, bool]:
@@ -63,11 +71,55 @@ def production_reach(procs: ProcessRegistry, roles: Roles, source: Host) -> dict
 
 def production_control(procs: ProcessRegistry, roles: Roles) -> CheckResult:
     """Before the reconciler's pass: the admin terminal reaches production through the
-    server, so the route exists and a later "blocked" is the firewall's doing."""
+    server (and the router, when the lab has one), so the route exists and a later
+    "blocked" is the firewall's doing."""
     reached = production_reach(procs, roles, roles.admin)
     ok = all(reached.values())
     detail = _reach_words(roles.admin, reached) + " (no firewall loaded yet)"
+    if roles.router is not None:
+        hops = trace(procs, roles.admin, str(labsite.PRODUCTION_HOST.ip))
+        wanted = expected_path()
+        ok = ok and hops == wanted
+        words = ", ".join(hop or "*" for hop in hops) or "no hop"
+        detail += f"; traceroute: {words}"
+        if hops != wanted:
+            detail += f" (expected {', '.join(wanted)})"
     return CheckResult("production-route-control", ok, detail)
+
+
+def expected_path() -> list[str]:
+    """The hops from the admin terminal to the production host: the server's kitting
+    address, the router's uplink address, the host. Purely computational."""
+    return [
+        str(labsite.SERVER_KITTING.ip),
+        str(labsite.ROUTER_UPLINK.ip),
+        str(labsite.PRODUCTION_HOST.ip),
+    ]
+
+
+def parse_traceroute(text: str) -> list[str | None]:
+    """The address that answered at each hop of `traceroute -n -q 1` (None for '*'), in
+    hop order. Purely computational."""
+    hops: list[str | None] = []
+    for line in text.splitlines():
+        found = _HOP.match(line)
+        if found is None:
+            continue
+        word = found.group(2)
+        hops.append(None if word == "*" else word)
+    return hops
+
+
+def trace(procs: ProcessRegistry, source: Host, target: str) -> list[str | None]:
+    """traceroute (busybox, UDP probes, one per hop) from `source` to `target`."""
+    done = procs.run(
+        ["busybox", "traceroute", "-n", "-q", "1", "-w", "1", "-m", str(TRACE_HOPS), target],
+        netns=source.netns,
+        timeout=TRACE_HOPS * 2 + 5.0,
+        name=f"traceroute-{source.name}",
+        env={"PATH": probes.PROBE_PATH},
+    )
+    return parse_traceroute(done.stdout.decode(errors="replace"))
 
 
 def production_blocked(procs: ProcessRegistry, roles: Roles) -> CheckResult:
@@ -114,7 +166,7 @@ def firewall_live(roles: Roles) -> CheckResult:
     wanted = (
         f'iifname "{labsite.INTERFACE}" jump kitting_interface',
         'ct helper set "tftp"',
-        f"ip daddr {labsite.PRODUCTION_HOST.network} drop",
+        f"ip daddr {PRODUCTION_NET} drop",
     )
     missing = [rule for rule in wanted if rule not in live.listing]
     detail = "table inet kitting live in the server namespace"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.lab import netns, probes, procs, tcpprobe
+from reconciler.lab import netns, probes, procs, security, tcpprobe
 
 CASES = Path(__file__).parent / "cases"
 
@@ -281,3 +281,25 @@ def test_tcpprobe_refuses_to_run_outside_a_lab_namespace(tmp_path: Path) -> None
     # The test process is in the machine's own namespace, which no lab entry names.
     assert not tcpprobe.in_lab_namespace(tmp_path)
     assert tcpprobe.main(["connect", "192.168.100.1", "6461"]) == 2
+
+
+# ---------------------------------------------------------------- the production path
+
+
+def test_traceroute_hops_from_captured_busybox_output() -> None:
+    # Captured from busybox 1.35 traceroute in the admin terminal's namespace of a lab.
+    reached = (
+        "traceroute to 198.18.0.10 (198.18.0.10), 4 hops max, 46 byte packets\n"
+        " 1  192.168.100.1  0.004 ms\n 2  198.19.0.254  0.001 ms\n 3  198.18.0.10  0.002 ms\n"
+    )
+    assert security.parse_traceroute(reached) == ["192.168.100.1", "198.19.0.254", "198.18.0.10"]
+    lost = (
+        "traceroute to 198.18.0.99 (198.18.0.99), 4 hops max, 46 byte packets\n"
+        " 1  192.168.100.1  0.002 ms\n 2  198.19.0.254  0.001 ms\n 3  *\n 4  *\n"
+    )
+    assert security.parse_traceroute(lost) == ["192.168.100.1", "198.19.0.254", None, None]
+    assert security.parse_traceroute("") == []
+
+
+def test_the_path_to_production_is_the_server_then_the_router() -> None:
+    assert security.expected_path() == ["192.168.100.1", "198.19.0.254", "198.18.0.10"]

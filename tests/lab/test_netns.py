@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.lab import netns, probes
+from reconciler.lab import labsite, netns, probes, rehearsal, security
 from reconciler.lab.netns import NicSpec, VirtualNetwork
 from reconciler.lab.procs import Proc, ProcessRegistry
 
@@ -176,6 +176,44 @@ def test_router_joins_production_until_a_firewall_drops_forwarding(
     listener = probes.udp_listen(vnet.procs, prod, 9999, timeout=1.0)
     probes.udp_send(vnet.procs, pc, "198.18.0.10", 9999, "blocked")
     assert listener.messages() == []
+
+
+def test_the_rehearsal_network_reaches_production_only_through_the_server_then_the_router(
+    vnet: VirtualNetwork, require_programs: RequirePrograms
+) -> None:
+    """srv e1 -- uplink -- rtr -- production -- prodsrv (addresses from labsite's plan,
+    worked out by hand: uplink 198.19.0.0/24, production link 198.18.0.0/24)."""
+    require_programs("busybox")
+    hosts = rehearsal.build_network(vnet, labsite.lab_pcs(vnet.prefix, 1))
+    assert sorted(hosts) == ["adm", "pc1", "prodsrv", "rtr", "srv"]
+    adm, prod, srv = hosts["adm"], hosts["prodsrv"], hosts["srv"]
+    assert [(n.name, n.switch, str(n.address)) for n in srv.nics] == [
+        ("e0", "kit", "192.168.100.1/24"),
+        ("e1", "uplink", "198.19.0.1/24"),
+    ]
+    assert [(n.name, n.switch, str(n.address)) for n in hosts["rtr"].nics] == [
+        ("e0", "uplink", "198.19.0.254/24"),
+        ("e1", "prod", "198.18.0.1/24"),
+    ]
+    assert (str(prod.address), str(prod.gateway)) == ("198.18.0.10", "198.18.0.1")
+    assert security.trace(vnet.procs, adm, "198.18.0.10") == [
+        "192.168.100.1",
+        "198.19.0.254",
+        "198.18.0.10",
+    ]
+    listener = probes.udp_listen(vnet.procs, prod, 9999)
+    probes.udp_send(vnet.procs, adm, "198.18.0.10", 9999, "routed, not translated")
+    assert [(str(m.source), m.payload) for m in listener.messages()] == [
+        ("192.168.100.200", "routed, not translated")
+    ]
+    # The server is the only way out: with its forwarding off, production is out of reach.
+    off = vnet.procs.run(
+        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], netns=srv.netns, timeout=5.0
+    )
+    assert off.ok, off.text
+    assert not probes.ping(vnet.procs, adm, "198.18.0.10", timeout=1.0)
+    with pytest.raises(ValueError, match="not inside the lab networks"):
+        vnet.add_route(hosts["rtr"], "10.0.0.0/8", via="198.19.0.1")
 
 
 def test_job_report_line_reaches_a_listener_on_6461(vnet: VirtualNetwork) -> None:
