@@ -142,7 +142,7 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.layout = layout or Layout()
+        self.layout = layout or settings.layout()  # `paths` in the settings move the files
         self.root = settings.root
         self.seams = seams or _seams(settings, self.layout)
         self.state_host = LocalHost(self.root)

@@ -473,3 +473,20 @@ def test_status_command(site: SiteRepo, root: Path, clock: FixedClock) -> None:
         "next pass:      -",
         "open window:    sales-2026-12-07 2026-12-07T09:00:00+09:00 .. 2026-12-07T12:00:00+09:00",
     ]
+
+
+def test_the_paths_of_the_settings_are_where_the_controller_writes(
+    site: SiteRepo, root: Path, clock: FixedClock
+) -> None:
+    # `kitctl run` builds its controller from the settings alone: `paths` must move the files
+    ctl = controller(
+        site,
+        root,
+        clock,
+        paths={"dnsmasq_conf": "/srv/k/dnsmasq.conf", "state_dir": "/srv/k/state"},
+    )
+    assert ctl.pass_once().applied
+    assert RANGE_12H in (root / "srv/k/dnsmasq.conf").read_text()
+    assert not (root / DNSMASQ).exists()
+    assert (root / "srv/k/state/status.json").is_file()
+    assert not (root / STATE).exists()
