@@ -1,4 +1,5 @@
-"""`kitctl lab run [--pcs N] [--keep]` and `kitctl lab down`: the rehearsal lab (Linux, root)."""
+"""`kitctl lab run [--pcs N] [--keep] [--image DIR | --no-image]` and `kitctl lab down`: the
+rehearsal lab (Linux, root)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from reconciler.lab import labsite, rehearsal, workspace
+from reconciler.lab import fixture_image, labsite, rehearsal, workspace
 from reconciler.lab.report import Report, checks_text, table, to_json
 
 
@@ -34,8 +35,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=4,
         help=f"PCs playing at the same time (1-{rehearsal.MAX_PARALLEL}, default 4)",
     )
+    which = run_cmd.add_mutually_exclusive_group()
+    which.add_argument(
+        "--image",
+        type=Path,
+        metavar="DIR",
+        help="a Clonezilla image directory to serve and restore (default: the lab's own "
+        "image, saved by ocs-sr savedisk, built once into --image-cache)",
+    )
+    which.add_argument(
+        "--no-image",
+        action="store_true",
+        help="the quick run: a stand-in image, nobody is imaged",
+    )
     run_cmd.add_argument(
-        "--image", type=Path, help="a Clonezilla image directory to serve (default: a stand-in)"
+        "--image-cache",
+        type=Path,
+        metavar="DIR",
+        default=fixture_image.LAB_CACHE,
+        help=f"where the lab's own image is cached (default {fixture_image.LAB_CACHE})",
+    )
+    run_cmd.add_argument(
+        "--no-ocs-sr",
+        action="store_true",
+        help="image every PC with the lab's client (default: the first PC runs "
+        "Clonezilla's own ocs-sr)",
     )
     run_cmd.add_argument("--report", type=Path, help="also write the JSON report here")
     _add_base(run_cmd)
@@ -79,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         keep=args.keep,
         base=args.base,
         image=args.image,
+        stand_in=args.no_image,
+        image_cache=args.image_cache,
+        ocs_sr=not args.no_ocs_sr,
         parallel=args.parallel,
     )
     lock = threading.Lock()  # PCs report from several threads: one whole line at a time
@@ -122,6 +149,7 @@ def explore(report: Report) -> str:
         f"  ip netns exec {prefix}srv bash      the server: dnsmasq, nfs-ganesha, sshd, nft",
         f"  ip netns exec {prefix}adm bash      the admin terminal (192.168.100.200)",
         f"  ip netns exec {prefix}pc1 bash      a PC (try: busybox udhcpc -i e0 -q -n)",
+        f"  ip netns exec {prefix}rtr bash      the router between the server's uplink and production",
         f"  ip netns exec {prefix}prodsrv bash  the production host (198.18.0.10)",
         f"The server's files are under {server}; the site repo is {report.facts.get('site_repo')}.",
         "Remove it with: kitctl lab down",

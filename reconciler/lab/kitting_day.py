@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -44,15 +45,18 @@ class KittingDayError(RuntimeError):
     """The server side of the imaging rehearsal could not be set up."""
 
 
-def batch_window(now: datetime, disk: str) -> labsite.BatchWindow:
+def batch_window(now: datetime, disk: str, *, slow_client: bool = False) -> labsite.BatchWindow:
     """The lab batch's window: open from a minute ago for half an hour (`now` is aware, so
-    the times carry their offset). Pure."""
+    the times carry their offset). With a slow client (Clonezilla's own ocs-sr takes about
+    12 s to its first udp-receiver, more on a busy machine) the sender waits longer for the
+    last PC and for the first. Pure."""
     if now.tzinfo is None:
         raise ValueError("the batch window needs an aware time")
     now = now.replace(microsecond=0)
-    return labsite.BatchWindow(
+    window = labsite.BatchWindow(
         start=(now - WINDOW_BEFORE).isoformat(), end=(now + WINDOW_AFTER).isoformat(), disk=disk
     )
+    return replace(window, max_wait="60s", start_timeout="120s") if slow_client else window
 
 
 def listen_in(netns: str) -> Listen:

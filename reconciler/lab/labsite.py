@@ -207,6 +207,9 @@ class BatchWindow:
     disk: str
     """The image's disk name (its `disk` file): Clonezilla's restore needs that very name."""
     max_wait: str = "20s"
+    """How long the sender waits for the last PC after the first joined."""
+    start_timeout: str = "60s"
+    """How long the sender waits for any PC at all."""
 
 
 BATCH = "lab-imaging"
@@ -303,7 +306,7 @@ window:
   end: {_q(batch.end)}
 clients_to_wait: {len(pcs)}
 max_wait: {_q(batch.max_wait)}
-start_timeout: "60s"
+start_timeout: {_q(batch.start_timeout)}
 """
 
 

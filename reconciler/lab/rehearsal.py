@@ -2,23 +2,29 @@
 
 `run(Options(pcs=4))`:
 
-1. builds the virtual network: the kitting switch, the server (`srv`, 192.168.100.1, and
-   198.18.0.1 on the production switch: it routes between the two, so the reconciler's
-   forward chain is what keeps PCs off production), the admin terminal (`adm`,
+1. builds the virtual network (`build_network`): the kitting switch, the server (`srv`,
+   192.168.100.1, and 198.19.0.1 on its uplink: it routes the kitting network there, so
+   the reconciler's forward chain is what keeps PCs off production), the router (`rtr`)
+   between the uplink and the production network, the admin terminal (`adm`,
    192.168.100.200, in the admin range), the production host (`prodsrv`, 198.18.0.10),
    the site's PCs and one PC the site does not know (`stray`);
-2. writes the lab directory: the server tree, the real boot loaders in the TFTP root, an
-   image in the images root, and the lab site repo as a git commit (`labsite`);
+2. writes the lab directory: the server tree, the real boot loaders in the TFTP root, the
+   image in the images root (by default the lab's Clonezilla image, saved by `ocs-sr
+   savedisk` and cached, `fixture_image`; `--image DIR` another; `--no-image` a small
+   stand-in, and nobody is imaged), and the lab site repo as a git commit (`labsite`);
 3. shows that the admin terminal reaches production through the server (the control);
 4. runs the real controller for one pass: `Controller` with the lab's settings (every
    path under the lab directory) and seams whose service manager is `LabServices`, and
    whose firewall reader and preflight run inside the server's namespace. The programs
    therefore run exactly as the reconciler configured them. A plan right after must be
    empty;
-5. lets every PC play its steps (`pcsteps`) in parallel, a bounded number at a time; with
-   an image (`Options.image`), the site has a multicast batch open now, the pass armed
-   every lab PC, and all of them image at once while the controller's passes take their
-   reports (`kitting_day`), then reboot to local boot;
+5. lets every PC play its steps (`pcsteps`): with an image, the site has a multicast batch
+   open now, the pass armed every lab PC, and all of them image at once while the
+   controller's passes take their reports (`kitting_day`), then reboot to local boot; the
+   first PC runs Clonezilla's own client (`ocs-sr ... multicast_restoredisk`, on the loop
+   device named like the image's disk), the others the lab's (udp-receiver | decompress |
+   partclone). Without an image the PCs play the steps of a day with nothing armed, a
+   bounded number at a time;
 6. runs the lab-wide checks (`security`);
 7. reports (`report`) and tears everything down, unless kept for exploration.
 
@@ -45,7 +51,17 @@ from reconciler.clock import SystemClock
 from reconciler.controller import Controller
 from reconciler.desired import Desired
 from reconciler.host import LocalHost
-from reconciler.lab import imaging, kitting_day, labsite, netns, pcsteps, security, workspace
+from reconciler.lab import (
+    fixture_image,
+    imaging,
+    kitting_day,
+    labsite,
+    netns,
+    ocs_client,
+    pcsteps,
+    security,
+    workspace,
+)
 from reconciler.lab.netns import (
     KITTING_SWITCH,
     PRODUCTION_SWITCH,
@@ -73,6 +89,14 @@ from reconciler.status import READY
 
 Progress = Callable[[str], None]
 MAX_PARALLEL = 8
+LOOP_WAIT = 120.0
+"""Seconds to wait for the loop device Clonezilla's client needs, while another run holds
+it (an ocs-sr restore holds it for about 35 s)."""
+IMAGING_START_TIMEOUT = 120
+"""Seconds the lab's udp-receivers wait for the sender, which waits for every PC (ocs-sr
+joins last)."""
+CLIENT_LAB = "lab"
+CLIENT_OCS_SR = "ocs-sr"
 
 
 class RehearsalError(RuntimeError):
@@ -86,7 +110,14 @@ class Options:
     base: Path = workspace.LAB_BASE
     image: Path | None = None
     """A Clonezilla image directory to serve and restore onto every lab PC (a multicast
-    batch, open now); None: a small stand-in and no imaging."""
+    batch, open now); None: the lab's own image, from `image_cache` (built there first
+    when missing), unless `stand_in`."""
+    stand_in: bool = False
+    """Serve a small stand-in image and arm nobody: the quick run (`--no-image`)."""
+    image_cache: Path = fixture_image.LAB_CACHE
+    """Where the lab's own image is cached."""
+    ocs_sr: bool = True
+    """While imaging, the first PC runs Clonezilla's own client instead of the lab's."""
     parallel: int = 4
     """PCs playing at the same time."""
     prefix: str | None = None
@@ -112,6 +143,8 @@ def run(options: Options, progress: Progress = lambda line: None) -> Report:
     labsite.check_count(options.pcs)
     if not 1 <= options.parallel <= MAX_PARALLEL:
         raise ValueError(f"parallel must be 1..{MAX_PARALLEL}, got {options.parallel}")
+    if options.stand_in and options.image is not None:
+        raise ValueError("an image to serve and no imaging at all: choose one")
     started = time.monotonic()
     netns.cleanup_stale()  # the leftovers of crashed runs (their owners are gone)
     prefix = options.prefix or _fresh_prefix(options.base)
@@ -140,14 +173,19 @@ def run(options: Options, progress: Progress = lambda line: None) -> Report:
 def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) -> Report:
     tree = lab.run.server
     workspace.place_boot_files(tree)
-    image_files = workspace.place_image(tree, options.image)
+    served = _image_source(options, progress)
+    image_files = workspace.place_image(tree, served.directory)
     site_pcs = tuple(pc for pc in lab.pcs if pc.in_site)
     batch = None
-    if options.image is not None:  # the lab clock is the real clock
+    ocs_pcs: frozenset[str] = frozenset()
+    if served.directory is not None:  # the lab clock is the real clock
         disk = image_files.get("disk", b"").decode(errors="replace").split()
         if not disk:
-            raise RehearsalError(f"{options.image}: the image names no disk")
-        batch = kitting_day.batch_window(datetime.now(UTC), disk[0])
+            raise RehearsalError(f"{served.directory}: the image names no disk")
+        if options.ocs_sr:
+            wait_for_loop(disk[0], progress)
+            ocs_pcs = frozenset({site_pcs[0].hostname})
+        batch = kitting_day.batch_window(datetime.now(UTC), disk[0], slow_client=bool(ocs_pcs))
     files = labsite.site_files(site_pcs, tree, batch)
     validation = snapshot.validate_files("kitting-lab", files)
     if validation.desired is None:
@@ -156,9 +194,10 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
     if batch is not None:
         _place_live_stand_ins(Path(tree.tftp_root), validation.desired)
     commit = workspace.commit_site(lab.run.site_repo, files, f"Kitting lab: {len(site_pcs)} PCs")
-    report = replace(report, commit=commit, facts=_facts(lab))
+    facts = _facts(lab) | {"image": served.describe()}
+    report = replace(report, commit=commit, facts=facts)
     _build_network(lab)
-    progress(f"network {lab.run.prefix}: server, admin, production, {len(lab.pcs)} PCs")
+    progress(f"network {lab.run.prefix}: server, router, admin, production, {len(lab.pcs)} PCs")
 
     checks: list[CheckResult] = []
     roles = _roles(lab)
@@ -185,7 +224,7 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
     else:
         # every PC must be playing for the sender to start: all of them at once
         options = replace(options, parallel=len(lab.pcs))
-        pcs, day = _image_all(lab, bench, options, progress)
+        pcs, day = _image_all(lab, bench, options, progress, served=served, ocs_pcs=ocs_pcs)
         checks.append(day)
         _say(progress, day)
 
@@ -194,6 +233,61 @@ def _rehearse(lab: Lab, options: Options, report: Report, progress: Progress) ->
         checks.append(check)
         _say(progress, check)
     return replace(report, pcs=pcs, checks=tuple(checks))
+
+
+@dataclass(frozen=True)
+class ServedImage:
+    """The image a run serves: its directory (None: the stand-in) and, when known, the
+    files every restored disk must hold (partition number -> path -> content)."""
+
+    directory: Path | None
+    expected_files: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    origin: str = ""
+
+    def describe(self) -> str:
+        if self.directory is None:
+            return "a stand-in (nobody is imaged)"
+        return f"{self.directory} ({self.origin})" if self.origin else str(self.directory)
+
+
+def _image_source(options: Options, progress: Progress) -> ServedImage:
+    """What to serve: the stand-in, the caller's image, or the lab's own Clonezilla image
+    (built into the cache when this machine has none yet: about 25 s)."""
+    if options.stand_in:
+        return ServedImage(None)
+    if options.image is not None:
+        return ServedImage(options.image, origin="--image")
+    home = fixture_image.home_dir(options.image_cache)
+    if not (home / "recipe.json").is_file():
+        progress(f"image: building the lab's Clonezilla image in {home} (ocs-sr savedisk)")
+    built = fixture_image.build_or_reuse(options.image_cache)
+    origin = f"saved by ocs-sr savedisk from /dev/{built.disk}, cached"
+    progress(f"image: {built.image_dir} ({origin})")
+    return ServedImage(built.image_dir, fixture_image.expected_files(), origin)
+
+
+def wait_for_loop(disk: str, progress: Progress) -> None:
+    """Clonezilla's multicast restore needs the disk name of the save (FIELD_NOTES): the
+    ocs-sr PC restores onto /dev/DISK, which must be a loop device, and a free one. Another
+    run may hold it for a while: wait, bounded."""
+    try:
+        ocs_client.check_loop_name(disk)
+    except imaging.ImagingError as error:
+        raise RehearsalError(
+            f"{error}; or image with the lab's client only (--no-ocs-sr)"
+        ) from None
+    deadline = time.monotonic() + LOOP_WAIT
+    said = False
+    while (holder := ocs_client.backing_file(disk)) is not None:
+        if time.monotonic() > deadline:
+            raise RehearsalError(
+                f"/dev/{disk}, the image's disk name, is still in use (by {holder}) after "
+                f"{LOOP_WAIT:g} s: Clonezilla's client needs it (or use --no-ocs-sr)"
+            )
+        if not said:
+            progress(f"image: waiting for /dev/{disk}, in use by {holder}")
+            said = True
+        time.sleep(1.0)
 
 
 def _place_live_stand_ins(tftp_root: Path, desired: Desired) -> None:
@@ -217,10 +311,17 @@ def _play_all(
 
 
 def _image_all(
-    lab: Lab, bench: pcsteps.Bench, options: Options, progress: Progress
+    lab: Lab,
+    bench: pcsteps.Bench,
+    options: Options,
+    progress: Progress,
+    *,
+    served: ServedImage,
+    ocs_pcs: frozenset[str],
 ) -> tuple[tuple[PcResult, ...], CheckResult]:
     """The armed PCs image while the controller's passes take their reports; each PC then
-    reboots and must find local boot."""
+    reboots and must find local boot. The PCs named in `ocs_pcs` run Clonezilla's own
+    client; every disk is verified against the image restored with no network."""
     if lab.controller is None or lab.shell is None or lab.layout is None:
         raise RehearsalError("imaging needs the controller's pass first")
     reference = lab.run.private / "reference.img"
@@ -231,7 +332,13 @@ def _image_all(
         raise RehearsalError(f"the reference restore failed: {restored.problems()}")
     armed = {pc.hostname: bench.image for pc in lab.pcs if pc.in_site}
     with kitting_day.ServerLoop(lab.controller, lab.shell, lab.layout) as loop:
-        setup = pcsteps.ImagingBench(reference=reference, settled=loop.settled)
+        setup = pcsteps.ImagingBench(
+            reference=reference,
+            expected_files=served.expected_files,
+            clonezilla_clients=ocs_pcs,
+            start_timeout=IMAGING_START_TIMEOUT if ocs_pcs else imaging.START_TIMEOUT,
+            settled=loop.settled,
+        )
         pcs = _play_all(lab, replace(bench, armed=armed, imaging=setup), options, progress,
                         armed=True)  # fmt: skip
     phases = loop.phases()
@@ -241,6 +348,14 @@ def _image_all(
         f"; {loop.error}" if loop.error else ""
     )
     return pcs, CheckResult("deployment", done and not loop.error, detail)
+
+
+def client_of(pc: labsite.LabPc, *, armed: bool, ocs_pcs: frozenset[str]) -> str:
+    """Which imaging client a PC runs: Clonezilla's own (`ocs-sr`), the lab's (`lab`:
+    udp-receiver | decompress | partclone), or none ("") when it is not imaged. Pure."""
+    if not armed or not pc.in_site:
+        return ""
+    return CLIENT_OCS_SR if pc.hostname in ocs_pcs else CLIENT_LAB
 
 
 def pc_checks(pcs: tuple[PcResult, ...]) -> list[CheckResult]:
@@ -415,12 +530,14 @@ def _play(
 
         steps = pcsteps.play(bench, session, pcsteps.steps_for(pc, armed=armed, reboot=armed), said)
     lease = session.lease
+    ocs_pcs = bench.imaging.clonezilla_clients if bench.imaging is not None else frozenset()
     return replace(
         _not_run(pc),
         address=str(lease.address.ip) if lease is not None else "",
         boot_file=(lease.boot_file or "") if lease is not None else "",
         menu=session.menu_file,
         steps=steps,
+        client=client_of(pc, armed=armed, ocs_pcs=ocs_pcs),
     )
 
 
@@ -504,6 +621,7 @@ def _tear_down(lab: Lab) -> None:
     finally:
         workspace.detach_loops(lab.run)
         workspace.remove_server(lab.run)
+        workspace.remove_disks(lab.run)
         lab.run.mark("finished", os.getpid())
 
 

@@ -33,6 +33,9 @@ class PcResult:
     boot_file: str = ""
     menu: str = ""
     steps: tuple[StepResult, ...] = ()
+    client: str = ""
+    """The imaging client it ran: "ocs-sr" (Clonezilla's own), "lab" (udp-receiver |
+    decompress | partclone), or "" when it was not imaged."""
 
     @property
     def ok(self) -> bool:
@@ -108,6 +111,7 @@ def to_json(report: Report) -> str:
                 "address": pc.address,
                 "boot_file": pc.boot_file,
                 "menu": pc.menu,
+                "client": pc.client,
                 "ok": pc.ok,
                 "result": pc.result,
                 "seconds": round(pc.seconds, 3),
@@ -132,7 +136,7 @@ def to_json(report: Report) -> str:
     return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
-_COLUMNS = ("PC", "HOSTNAME", "FIRMWARE", "ADDRESS", "RESULT", "SECONDS", "BYTES")
+_COLUMNS = ("PC", "HOSTNAME", "FIRMWARE", "ADDRESS", "CLIENT", "RESULT", "SECONDS", "BYTES")
 _RIGHT = frozenset({"SECONDS", "BYTES"})
 
 
@@ -144,6 +148,7 @@ def table(pcs: tuple[PcResult, ...]) -> str:
             pc.hostname if pc.in_site else f"({pc.hostname})",
             pc.firmware,
             pc.address or "-",
+            pc.client or "-",
             pc.result,
             f"{pc.seconds:.2f}",
             str(pc.bytes),

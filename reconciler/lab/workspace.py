@@ -207,6 +207,24 @@ def remove_server(run: RunDir) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+DISK_FILE = "disk.img"
+"""What a PC restores onto (pcsteps' restore step), under its log directory."""
+
+
+def remove_disks(run: RunDir) -> list[Path]:
+    """Remove the PCs' restored disk files (64 MiB each for the lab's image) once the run
+    verified them; their logs stay. Only regular files named DISK_FILE under the run's
+    logs; returns what was removed."""
+    removed: list[Path] = []
+    if not run.logs.is_dir():
+        return removed
+    for path in sorted(run.logs.rglob(DISK_FILE)):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def remove(run: RunDir) -> None:
     shutil.rmtree(run.path, ignore_errors=True)
 

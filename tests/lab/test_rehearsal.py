@@ -4,8 +4,12 @@ and the firewall inside a lab server namespace, and simulated PCs boot against t
 The expected facts are worked out by hand from the lab's plan (reconciler/lab/labsite.py):
 with 4 PCs, pc1 and pc3 are BIOS (pxelinux.0), pc2 and pc4 UEFI (shimx64.efi); pc1, pc2
 and pc4 have the reservations .101, .102 and .104, pc3 takes a pool address (.10-.50);
-pc2 has a second NIC; `stray` is not in the site repo. A failure in the middle and a kept
-lab brought down by `kitctl lab down` must leave no namespace, program or file behind.
+pc2 has a second NIC; `stray` is not in the site repo. The way to production is the
+server (192.168.100.1), then the router (198.19.0.254). The default run images: the lab's
+Clonezilla image (saved by ocs-sr, cached; here in the tests' cache), pc1 with Clonezilla's
+own ocs-sr, the others with the lab's client. A failure in the middle and a kept lab
+brought down by `kitctl lab down` must leave no namespace, program, loop device or file
+behind.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 import pytest
 
 from reconciler.cli import main
-from reconciler.lab import netns, pcsteps, rehearsal, workspace
+from reconciler.lab import netns, ocs_client, pcsteps, rehearsal, workspace
+from tests.fixtures import clonezilla
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -27,6 +32,11 @@ RequirePrograms = Callable[..., None]
 PROGRAMS = (
     "ip", "dnsmasq", "nft", "busybox", "tftp", "nfs-ls", "nfs-cp", "rpcbind", "rpcinfo",
     "ganesha.nfsd", "sshd", "ssh-keygen", "ssh-keyscan", "unshare", "git",
+)  # fmt: skip
+IMAGING_PROGRAMS = (
+    "udp-sender", "udp-receiver", "partclone.vfat", "partclone.ntfs", "gzip", "sfdisk",
+    "nfs-cat", "mtype", "ntfscat", "ocs-sr", "parted", "losetup",
+    *clonezilla.PROGRAMS,
 )  # fmt: skip
 BOOT_FILES = {
     "pxelinux.0": Path("/usr/lib/PXELINUX/pxelinux.0"),
@@ -77,7 +87,8 @@ def test_four_pcs_boot_against_the_reconciled_lab_server(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_path = tmp_path / "report.json"
-    code = main(["lab", "run", "--pcs", "4", "--base", str(base), "--report", str(report_path)])
+    argv = ["lab", "run", "--pcs", "4", "--no-image", "--base", str(base)]
+    code = main([*argv, "--report", str(report_path)])
     out = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert code == 0, out
@@ -150,8 +161,9 @@ def test_four_pcs_boot_against_the_reconciled_lab_server(
     assert checks["production-blocked"]["detail"] == (
         "pc1 -> 198.18.0.10: tcp blocked, udp blocked, icmp blocked"
     )
-    assert checks["production-route-control"]["detail"].startswith(
-        "adm -> 198.18.0.10: tcp reached, udp reached, icmp reached"
+    assert checks["production-route-control"]["detail"] == (
+        "adm -> 198.18.0.10: tcp reached, udp reached, icmp reached (no firewall loaded yet); "
+        "traceroute: 192.168.100.1, 198.19.0.254, 198.18.0.10"
     )
     assert checks["ssh-admin-only"]["detail"] == (
         "adm (192.168.100.200): got the lab sshd's host key; pc1: timeout"
@@ -164,7 +176,8 @@ def test_four_pcs_boot_against_the_reconciled_lab_server(
 
     # Live progress, then the table, then the verdict.
     assert "pc4    menu       ok" in out
-    assert "PC     HOSTNAME         FIRMWARE  ADDRESS          RESULT  SECONDS" in out
+    assert "PC     HOSTNAME         FIRMWARE  ADDRESS          CLIENT  RESULT  SECONDS" in out
+    assert [pcs[name]["client"] for name in sorted(pcs)] == ["", "", "", "", ""]
     assert f"lab {prefix}: every check held" in out
     # Everything torn down; only the logs and the report stay.
     run_dir = Path(report["run_dir"])
@@ -174,26 +187,44 @@ def test_four_pcs_boot_against_the_reconciled_lab_server(
     assert json.loads((run_dir / "run.json").read_text())["state"] == "finished"
 
 
+def _programs_in(namespace: str) -> list[str]:
+    """Command lines of the processes inside a namespace."""
+    found = []
+    for pid in netns.run_ip("netns", "pids", namespace).stdout.split():
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
 def test_a_failure_mid_run_still_tears_everything_down(
-    base: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, monkeypatch: pytest.MonkeyPatch, require_programs: RequirePrograms
 ) -> None:
+    """The default run (imaging) breaks while the PCs play: the server's programs, the
+    multicast session and the controller's loop must all go."""
+    require_programs(*IMAGING_PROGRAMS)
     prefix = netns.make_prefix(secrets.token_bytes(3))
     seen: dict[str, list[str]] = {}
 
     def broken_play(*args: object, **kwargs: object) -> object:
-        # by now the server's programs run: prove it, then fail as a bug would
+        # by now the server's programs and the batch's sender run: prove it, then fail
         seen["namespaces"] = _namespaces(prefix)
         seen["processes"] = _lab_processes(str(base))
+        seen["server"] = _programs_in(f"{prefix}srv")
         raise RuntimeError("a probe broke")
 
     monkeypatch.setattr(pcsteps, "play", broken_play)
     lines: list[str] = []
-    report = rehearsal.run(rehearsal.Options(pcs=1, base=base, prefix=prefix), lines.append)
+    options = rehearsal.Options(pcs=1, base=base, prefix=prefix, image_cache=clonezilla.cache_dir())
+    report = rehearsal.run(options, lines.append)
 
     assert (report.ok, report.error) == (False, "RuntimeError: a probe broke")
-    assert f"{prefix}srv" in seen["namespaces"]
+    assert f"{prefix}srv" in seen["namespaces"] and f"{prefix}rtr" in seen["namespaces"]
     assert any("dnsmasq --keep-in-foreground" in p for p in seen["processes"])
     assert any("ganesha.nfsd" in p for p in seen["processes"])
+    assert any(p.startswith("udp-sender ") for p in seen["server"]), seen["server"]
     assert _namespaces(prefix) == []
     assert _lab_processes(str(base)) == []
     run = workspace.run_dir(base, prefix)
@@ -206,7 +237,8 @@ def test_a_failure_mid_run_still_tears_everything_down(
 def test_a_kept_lab_runs_on_until_lab_down(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prefix = netns.make_prefix(secrets.token_bytes(3))
     try:
-        report = rehearsal.run(rehearsal.Options(pcs=1, base=base, prefix=prefix, keep=True))
+        options = rehearsal.Options(pcs=1, base=base, prefix=prefix, keep=True, stand_in=True)
+        report = rehearsal.run(options)
         assert report.ok and report.kept
         # Its dnsmasq owns the run now: a sweep of stale runs leaves it alone.
         assert prefix not in netns.cleanup_stale()
@@ -223,34 +255,70 @@ def test_a_kept_lab_runs_on_until_lab_down(base: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.slow
-def test_two_pcs_are_imaged_by_multicast_then_boot_locally(
+def test_the_default_run_images_one_pc_with_ocs_sr_and_one_with_the_lab_client(
     base: Path,
     tmp_path: Path,
-    clonezilla_image: Any,
     require_programs: RequirePrograms,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The real fixture image, a batch open now: by the lab's plan pc1 (BIOS) and pc2
-    (UEFI, docked) are armed, receive both partitions by multicast, verify, report, and
-    after the controller took their reports their menus boot the local disk."""
-    require_programs("udp-sender", "udp-receiver", "partclone.vfat", "partclone.ntfs", "gzip")
+    """No --image: the lab serves its Clonezilla image (saved by ocs-sr savedisk; built
+    first when the cache has none). By the lab's plan pc1 (BIOS) runs Clonezilla's own
+    ocs-sr on /dev/<the image's disk>, pc2 (UEFI, docked) the lab's client; both receive
+    the image from the reconciler's sender, are verified against the image restored with
+    no network (table, every byte, the fixture's 4 known files), report, and boot the
+    local disk once the controller took their reports."""
+    require_programs(*IMAGING_PROGRAMS)
     report_path = tmp_path / "report.json"
     argv = ["lab", "run", "--pcs", "2", "--base", str(base), "--report", str(report_path)]
-    code = main([*argv, "--image", str(clonezilla_image.image_dir)])
+    code = main([*argv, "--image-cache", str(clonezilla.cache_dir())])
     out = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert code == 0, out
+    image = clonezilla.build_or_reuse()  # the one the run served (built by the run if new)
+    assert report["facts"]["image"] == (
+        f"{image.image_dir} (saved by ocs-sr savedisk from /dev/{image.disk}, cached)"
+    )
     pcs = {pc["name"]: pc for pc in report["pcs"]}
+    assert {name: pc["client"] for name, pc in pcs.items()} == {
+        "pc1": "ocs-sr",
+        "pc2": "lab",
+        "stray": "",
+    }
+    verified = (
+        f"table as in the image, {clonezilla.DISK_BYTES} bytes equal to the reference, "
+        "4 known files read back"
+    )
     for name in ("pc1", "pc2"):
         steps = _steps(pcs[name])
         assert [s["name"] for s in pcs[name]["steps"]][-6:] == [
             "job", "image", "restore", "verify", "report", "reboot",
         ], out  # fmt: skip
         assert all(step["ok"] for step in steps.values()), out
-        assert "local" in steps["reboot"]["detail"].lower(), steps["reboot"]
+        assert steps["job"]["detail"] == (
+            f"multicast restore of lab-image to {image.disk}, port 2232"
+        )
+        assert steps["verify"]["detail"] == verified
+        assert "local boot" in steps["reboot"]["detail"], steps["reboot"]
+    pc1, pc2 = _steps(pcs["pc1"]), _steps(pcs["pc2"])
+    assert pc1["restore"]["detail"].startswith(
+        f"ocs-sr multicast restore of lab-image to {image.disk}, port 2232: exit 0 in "
+    )
+    assert pc1["report"]["detail"] == "sent by ocs-sr itself"
+    assert pc2["restore"]["detail"] == "2 partitions restored"
+    assert pc2["report"]["detail"].startswith("192.168.100.102 ")
     assert "restore" not in _steps(pcs["stray"])
     checks = {check["name"]: check for check in report["checks"]}
-    assert checks["deployment"]["ok"], checks["deployment"]
-    assert "sales-pc01: succeeded" in checks["deployment"]["detail"]
-    assert "accounting-pc02: succeeded" in checks["deployment"]["detail"]
-    assert report["seconds"] < 60
+    assert all(check["ok"] for check in checks.values()), checks
+    assert checks["deployment"]["detail"].startswith(
+        "accounting-pc02: succeeded, sales-pc01: succeeded; "
+    )
+    assert "pc1    sales-pc01       bios      192.168.100.101  ocs-sr  ok" in out
+    assert "pc2    accounting-pc02  uefi      192.168.100.102  lab     ok" in out
+    # Everything torn down: namespaces, programs, the loop device, the restored disks.
+    run_dir = Path(report["run_dir"])
+    assert _namespaces(report["prefix"]) == []
+    assert _lab_processes(str(run_dir)) == []
+    holder = ocs_client.backing_file(image.disk)
+    assert holder is None or not holder.startswith(str(run_dir))
+    assert list(run_dir.rglob(workspace.DISK_FILE)) == []
+    assert report["seconds"] < 150

@@ -7,13 +7,16 @@ Expected values are written out by hand.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Interface
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
+from reconciler import snapshot
+from reconciler.cli import main
 from reconciler.facts import ServiceState
-from reconciler.lab import labsite, menus, pcsteps, rehearsal, workspace
+from reconciler.lab import kitting_day, labsite, menus, pcsteps, rehearsal, workspace
 from reconciler.lab.probes import DhcpLease
 from reconciler.lab.procs import ProcessRegistry
 from reconciler.lab.report import CheckResult, PcResult, Report, StepResult, table, to_json
@@ -184,7 +187,7 @@ def test_the_stand_in_image_is_the_same_every_time() -> None:
 # ---------------------------------------------------------------- report
 
 
-def _pc(name: str, host: str, firmware: str, address: str, steps: tuple[StepResult, ...], *, in_site: bool = True) -> PcResult:  # fmt: skip
+def _pc(name: str, host: str, firmware: str, address: str, steps: tuple[StepResult, ...], *, in_site: bool = True, client: str = "") -> PcResult:  # fmt: skip
     return PcResult(
         name=name,
         hostname=host,
@@ -195,14 +198,17 @@ def _pc(name: str, host: str, firmware: str, address: str, steps: tuple[StepResu
         address=address,
         boot_file="pxelinux.0" if in_site else "",
         steps=steps,
+        client=client,
     )
 
 
 ROWS = (
     _pc("pc1", "sales-pc01", "bios", "192.168.100.101",
-        (StepResult("dhcp", True, "", 3.1), StepResult("boot-file", True, "", 0.024, 42430))),
+        (StepResult("dhcp", True, "", 3.1), StepResult("boot-file", True, "", 0.024, 42430)),
+        client="ocs-sr"),
     _pc("pc2", "sales-pc02", "uefi", "192.168.100.102",
-        (StepResult("dhcp", True, "", 0.5), StepResult("nfs", False, "refused", 1.0))),
+        (StepResult("dhcp", True, "", 0.5), StepResult("nfs", False, "refused", 1.0)),
+        client="lab"),
     _pc("stray", "stray", "uefi", "192.168.100.26", (StepResult("dhcp", True, "", 3.9),),
         in_site=False),
 )  # fmt: skip
@@ -210,10 +216,10 @@ ROWS = (
 
 def test_summary_table_columns_and_alignment() -> None:
     assert table(ROWS) == (
-        "PC     HOSTNAME    FIRMWARE  ADDRESS          RESULT       SECONDS  BYTES\n"
-        "pc1    sales-pc01  bios      192.168.100.101  ok              3.12  42430\n"
-        "pc2    sales-pc02  uefi      192.168.100.102  failed: nfs     1.50      0\n"
-        "stray  (stray)     uefi      192.168.100.26   ok              3.90      0\n"
+        "PC     HOSTNAME    FIRMWARE  ADDRESS          CLIENT  RESULT       SECONDS  BYTES\n"
+        "pc1    sales-pc01  bios      192.168.100.101  ocs-sr  ok              3.12  42430\n"
+        "pc2    sales-pc02  uefi      192.168.100.102  lab     failed: nfs     1.50      0\n"
+        "stray  (stray)     uefi      192.168.100.26   -       ok              3.90      0\n"
     )
 
 
@@ -239,6 +245,7 @@ def test_json_report_carries_each_pc_and_step() -> None:
     )
     pc2 = body["pcs"][1]
     assert (pc2["result"], pc2["bytes"], pc2["seconds"]) == ("failed: nfs", 0, 1.5)
+    assert [pc["client"] for pc in body["pcs"]] == ["ocs-sr", "lab", ""]
     assert pc2["steps"][1] == {
         "name": "nfs",
         "ok": False,
@@ -261,6 +268,66 @@ def test_pc_checks_from_the_steps() -> None:
     given = _pc("stray", "stray", "uefi", "192.168.100.26", (StepResult("dhcp", True, "", 1),), in_site=False)  # fmt: skip
     offered = PcResult(**{**given.__dict__, "boot_file": "shimx64.efi"})
     assert not rehearsal.pc_checks((ROWS[0], offered))[1].ok
+
+
+# ---------------------------------------------------------------- imaging choices
+
+
+def test_the_client_each_pc_runs() -> None:
+    pc1, pc2 = labsite.lab_pcs("kt1a2b3c-", 2)
+    stray = labsite.stray_pc("kt1a2b3c-")
+    ocs = frozenset({"sales-pc01"})
+    assert [rehearsal.client_of(pc, armed=True, ocs_pcs=ocs) for pc in (pc1, pc2, stray)] == [
+        "ocs-sr",
+        "lab",
+        "",
+    ]
+    assert rehearsal.client_of(pc1, armed=False, ocs_pcs=ocs) == ""
+
+
+def test_a_slow_client_makes_the_sender_wait_longer_and_the_site_still_validates() -> None:
+    now = datetime(2026, 12, 3, 15, 40, 12, tzinfo=UTC)
+    quick = kitting_day.batch_window(now, "loop0")
+    slow = kitting_day.batch_window(now, "loop0", slow_client=True)
+    assert (quick.max_wait, quick.start_timeout) == ("20s", "60s")
+    assert (slow.max_wait, slow.start_timeout, slow.start) == (
+        "60s",
+        "120s",
+        "2026-12-03T15:39:12+00:00",
+    )
+    tree = labsite.ServerTree(PurePosixPath("/var/lib/kitting-lab/kt000001/server"))
+    files = labsite.site_files(labsite.lab_pcs("kt0a0b0c-", 2), tree, slow)
+    batch = files["batches/lab-imaging.yaml"].decode()
+    assert 'max_wait: "60s"' in batch and 'start_timeout: "120s"' in batch
+    validation = snapshot.validate_files("kitting-lab", files)
+    assert validation.desired is not None, [p.text() for p in validation.problems]
+
+
+def test_clonezilla_own_client_needs_an_image_saved_from_a_loop_device() -> None:
+    with pytest.raises(rehearsal.RehearsalError, match=r"'sda'.*--no-ocs-sr"):
+        rehearsal.wait_for_loop("sda", lambda line: None)
+
+
+def test_an_image_and_no_image_at_once_is_refused_before_anything_is_built() -> None:
+    with pytest.raises(ValueError, match="choose one"):
+        rehearsal.run(rehearsal.Options(image=Path("/nonexistent"), stand_in=True))
+    with pytest.raises(SystemExit):
+        main(["lab", "run", "--image", "/nonexistent", "--no-image"])
+
+
+def test_the_restored_disks_go_and_the_logs_stay(tmp_path: Path) -> None:
+    run = workspace.RunDir(tmp_path / "kt1a2b3c", "kt1a2b3c-")
+    disk = run.logs / "pc1" / "012-disk-pc1-x" / "disk.img"
+    disk.parent.mkdir(parents=True)
+    disk.write_bytes(b"\0" * 512)
+    log = run.logs / "pc1" / "012-disk-pc1-x" / "disk.img.sfdisk"
+    log.write_text("label: gpt\n")
+    elsewhere = tmp_path / "disk.img"
+    elsewhere.write_bytes(b"keep")
+    (run.logs / "pc2").mkdir()
+    (run.logs / "pc2" / "disk.img").symlink_to(elsewhere)
+    assert workspace.remove_disks(run) == [disk]
+    assert not disk.exists() and log.exists() and elsewhere.read_bytes() == b"keep"
 
 
 # ---------------------------------------------------------------- LabServices
