@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ROOT ?= build/demo-root
 
-.PHONY: demo test setup deps lint typecheck unit integration schemas bench clean lab
+.PHONY: demo test setup deps lint typecheck unit integration schemas bench bench-lab clean lab
 
 demo: setup
 	@bash deploy/demo.sh "$(BIN)/kitctl" site-repo-example "$(DEMO_ROOT)"
@@ -49,6 +49,11 @@ schemas: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Multicast against unicast in namespaces (docs/performance.md): root only, about 3 minutes.
+bench-lab: setup
+	@test "$$(id -u)" -eq 0 || { echo "error: make bench-lab builds network namespaces: run it as root" >&2; exit 1; }
+	$(BIN)/python bench/lab_transfer.py $(BENCH_LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

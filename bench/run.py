@@ -2,6 +2,7 @@
 
 A new measurement only needs a script of its own here, runnable as `python bench/NAME.py`,
 that exits non-zero when it misses its targets. Arguments after `--` go to every script.
+The scripts in SEPARATE run only when named (they need root, or take minutes).
 
     .venv/bin/python bench/run.py [NAME ...] [-- ARGS]
 """
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SEPARATE = {"lab_transfer": "make bench-lab (root: it builds network namespaces)"}
 
 
 def scripts(names: list[str]) -> list[Path]:
@@ -23,8 +25,11 @@ def scripts(names: list[str]) -> list[Path]:
         unknown = sorted(set(names) - {p.stem for p in found})
         if unknown:
             raise SystemExit(f"no such benchmark: {', '.join(unknown)}")
-        found = [p for p in found if p.stem in names]
-    return found
+        return [p for p in found if p.stem in names]
+    for p in found:
+        if p.stem in SEPARATE:
+            print(f"== {p.stem}: not run by default; {SEPARATE[p.stem]}", flush=True)
+    return [p for p in found if p.stem not in SEPARATE]
 
 
 def main(argv: list[str]) -> int:

@@ -65,3 +65,9 @@ def test_run_finds_every_benchmark_but_itself() -> None:
     assert names == sorted(names)
     with pytest.raises(SystemExit, match="no such benchmark: nope"):
         run.scripts(["nope"])
+
+
+def test_the_lab_bench_runs_only_when_named() -> None:
+    run = bench_module("run")
+    assert "lab_transfer.py" not in [p.name for p in run.scripts([])]
+    assert [p.name for p in run.scripts(["lab_transfer"])] == ["lab_transfer.py"]
