@@ -35,6 +35,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from reconciler import (
     batch_history,
     deployment_state,
     deployments,
+    dhcp_leases,
+    drbl_files,
     image_store,
     images,
     report_listener,
@@ -62,6 +65,8 @@ from reconciler.deployments import (
     MenuFetched,
     Observation,
     PartitionStream,
+    ReceiverJoined,
+    ReportOrigin,
     ReportReceived,
     Requirement,
     StartSession,
@@ -77,6 +82,7 @@ from reconciler.sessions import SessionRunner, Sessions
 
 STATE_FILE = "deployments.json"
 LOG_POSITION_FILE = "dnsmasq-log.position"
+JOB_LOG_POSITION_FILE = "drbl-jobs.position"
 SESSIONS_DIR = "sessions"
 MAX_QUEUED_REPORTS = 10_000
 """Reports waiting for the next step; more means the loop is stuck, and the oldest go."""
@@ -134,6 +140,8 @@ class DeployShell:
         prerequisites: Prerequisites | None = None,
         listen: Listen = report_listener.bind,
         localize: tftp_log.Localize = datetime.astimezone,
+        leases: str = dhcp_leases.DEFAULT_PATH,
+        job_log: str = drbl_files.JOB_LOG,
     ) -> None:
         self.root = root
         self.layout = layout
@@ -149,6 +157,10 @@ class DeployShell:
         self.prerequisites = prerequisites or self._prerequisites
         self.listen = listen
         self.localize = localize
+        self.leases = leases
+        """dnsmasq's lease file (as the programs see it; read under the root)."""
+        self.job_log = job_log
+        """ocsmgrd's job log, read with the DRBL backend."""
         self.wake: Wake = lambda reason: None
         """Set by the controller's loop: wakes it (a report arrived)."""
         self._lock = threading.Lock()
@@ -157,6 +169,7 @@ class DeployShell:
         self._first = True
         self._state: DeploymentState | None = None
         self._tail: LogTail | None = None
+        self._jobs: LogTail | None = None
         self._listener: report_listener.ReportListener | None = None
         self._listener_address = ""
         self._listener_error = "the report listener has not been started"
@@ -184,15 +197,19 @@ class DeployShell:
                 fetches.append(MenuFetched(sent.path, sent.at, sent.client))
         with self._lock:
             reports: list[Observation] = list(self._reports)
+        jobs = self._job_reader()
+        job_lines, job_position = jobs.read() if jobs is not None else ([], None)
+        logged = self._job_reports(job_lines, now)
         adopted = self.sessions.adopt() if self._first else []
-        news = self.sessions.observe()
-        observations = (*self._outcomes, *adopted, *news, *fetches, *reports)
+        news = self._with_macs(self.sessions.observe(), now)
+        observations = (*self._outcomes, *adopted, *news, *fetches, *reports, *logged)
         facts = DeploymentFacts(
             images=self.images(desired, state, now),
             missing=self.prerequisites(desired),
             observations=observations,
             alive_pids=self.sessions.alive_pids(),
             first_pass=self._first,
+            drbl_port=self._drbl_port() if self.backend is Backend.drbl else None,
         )
         result = deployments.step(desired, state, facts, now, backend=self.backend)
         # The record first: a crash after this line loses at most an action, never a record.
@@ -202,6 +219,13 @@ class DeployShell:
             if position is not None:
                 self._write(
                     posixpath.join(self.layout.state_dir, LOG_POSITION_FILE), position.to_json()
+                )
+        if jobs is not None and job_position != jobs.position:
+            jobs.commit(job_position)
+            if job_position is not None:
+                self._write(
+                    posixpath.join(self.layout.state_dir, JOB_LOG_POSITION_FILE),
+                    job_position.to_json(),
                 )
         self.sessions.commit()
         with self._lock:
@@ -277,6 +301,8 @@ class DeployShell:
                 return True
         if self._outcomes or self.sessions.has_news():
             return True
+        if self._jobs is not None and self._jobs.has_news():
+            return True
         return self._tftp_news()
 
     def _tftp_news(self) -> bool:
@@ -349,7 +375,12 @@ class DeployShell:
                 log_path.parent.mkdir(parents=True, mode=0o755)
             except OSError as error:
                 self._log.error(f"cannot create {log_path.parent}: {error}")
-        saved = self.host.read(posixpath.join(self.layout.state_dir, LOG_POSITION_FILE))
+        self._tail = self._tail_of(self.layout.dnsmasq_log, LOG_POSITION_FILE)
+        return self._tail
+
+    def _tail_of(self, path: str, position_file: str) -> LogTail:
+        log_path = Path(self.host.local_path(path))
+        saved = self.host.read(posixpath.join(self.layout.state_dir, position_file))
         position = Position.from_json(saved) if saved is not None else None
         if position is None:
             # No saved place: what is in the log now is history; a log that does not exist
@@ -358,10 +389,18 @@ class DeployShell:
                 position = Position(log_path.stat().st_ino, log_path.stat().st_size)
             except OSError:
                 position = Position(0, 0)
-        self._tail = LogTail(log_path, position)
-        return self._tail
+        return LogTail(log_path, position)
 
     def _ensure_listener(self, desired: Desired) -> None:
+        if self.backend is Backend.drbl:
+            # Port 6461 is DRBL's: drbl-ocs kills any ocsmgrd and starts its own for every
+            # session, and ocsmgrd binds the port on every address. Binding it here would make
+            # that ocsmgrd fail and lose every report; the reports come from its job log.
+            self._listener_error = (
+                f"with the DRBL backend, port {REPORT_PORT} belongs to DRBL's ocsmgrd, which "
+                "runs only during a drbl-ocs session; the reconciler does not listen"
+            )
+            return
         address = str(desired.site.server.address)
         if (
             self._listener is not None
@@ -406,7 +445,77 @@ class DeployShell:
             missing[Requirement.udp_sender] = "udp-sender is not installed (package udpcast)"
         if shutil.which("drbl-ocs", path=search) is None:
             missing[Requirement.drbl_ocs] = "drbl-ocs is not installed (package drbl)"
+        elif self.backend is Backend.drbl:
+            problem = self._drbl_problem(site.boot.tftp_root)
+            if problem:
+                missing[Requirement.drbl_ocs] = problem
         return missing
+
+    def _drbl_problem(self, tftp_root: str) -> str:
+        """Why DRBL cannot run a session here ('' when it can): drbl-ocs needs a server that
+        drblpush has set up, and DRBL's boot files must not be the ones dnsmasq serves."""
+        if not self._is_file(drbl_files.DRBL_DEPLOY_CONF):
+            return (
+                f"DRBL is not set up ({drbl_files.DRBL_DEPLOY_CONF} is missing): run drblpush "
+                "first, or use backend: native"
+            )
+        if not self._is_file(drbl_files.DRBL_PXE_DEFAULT):
+            return (
+                f"DRBL is not set up ({drbl_files.DRBL_PXE_DEFAULT} is missing): run drblpush "
+                "first, or use backend: native"
+            )
+        if self._drbl_port() is None:
+            return f"no MULTICAST_PORT in {drbl_files.DRBL_OCS_CONF}"
+        root = posixpath.normpath(tftp_root)
+        if root == drbl_files.DRBL_TFTP_ROOT or root.startswith(drbl_files.DRBL_TFTP_ROOT + "/"):
+            return (
+                f"the site's tftp_root {tftp_root} is inside DRBL's {drbl_files.DRBL_TFTP_ROOT}, "
+                "whose files drbl-ocs and ocsmgrd rewrite: give dnsmasq a directory of its own"
+            )
+        return ""
+
+    def _drbl_port(self) -> int | None:
+        try:
+            data = self.host.read(drbl_files.DRBL_OCS_CONF)
+        except (OSError, HostPathError):
+            return None
+        if data is None:
+            return None
+        return drbl_files.multicast_port(data.decode(errors="replace"))
+
+    def _job_reader(self) -> LogTail | None:
+        """ocsmgrd's job log, with the DRBL backend (its reports); None otherwise."""
+        if self.backend is not Backend.drbl:
+            return None
+        if self._jobs is None:
+            self._jobs = self._tail_of(self.job_log, JOB_LOG_POSITION_FILE)
+        return self._jobs
+
+    def _job_reports(self, lines: list[str], now: datetime) -> list[Observation]:
+        found: list[Observation] = []
+        for line in lines:
+            job = drbl_files.job_line(line, now=now, localize=self.localize)
+            if job is not None:
+                found.append(ReportReceived(job.text, job.at, "ocsmgrd", ReportOrigin.ocsmgrd))
+        return found
+
+    def _with_macs(self, news: list[Observation], now: datetime) -> list[Observation]:
+        """Receivers get the MAC that holds their address in dnsmasq's leases (a PC with a
+        pool address is known by it); the lease file is read only when a receiver came."""
+        if not any(isinstance(seen, ReceiverJoined) and not seen.mac for seen in news):
+            return news
+        try:
+            data = self.host.read(self.leases)
+        except (OSError, HostPathError) as error:
+            self._log.warning(f"cannot read the DHCP leases {self.leases}: {error}")
+            return news
+        leases = dhcp_leases.parse(data.decode(errors="replace"), now=now) if data else {}
+        return [
+            replace(seen, mac=leases[seen.ip])
+            if isinstance(seen, ReceiverJoined) and not seen.mac and seen.ip in leases
+            else seen
+            for seen in news
+        ]
 
     def _is_file(self, path: str) -> bool:
         try:
@@ -559,10 +668,16 @@ class DeployShell:
         audit: AuditLog,
         commit: CommitInfo | None,
     ) -> None:
-        addresses = {ref.pc.hostname: str(ref.pc.ip) for ref in desired.pcs() if ref.pc.ip}
+        fixed = {ref.pc.hostname: str(ref.pc.ip) for ref in desired.pcs() if ref.pc.ip}
         for key, record in after.batches.items():
             if not batch_history.ended(record) or before.batches.get(key) == record:
                 continue
+            # a PC from the pool is known by the address it was seen with for this request
+            addresses = {
+                host: fixed.get(host) or pc.address
+                for host, pc in record.pcs.items()
+                if fixed.get(host) or pc.address
+            }
             path = batch_history.path(desired.site.images_root, record)
             body = batch_history.document(
                 record,

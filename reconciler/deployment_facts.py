@@ -22,6 +22,7 @@ __all__ = [
     "Observation",
     "PartitionStream",
     "ReceiverJoined",
+    "ReportOrigin",
     "ReportReceived",
     "Requirement",
     "SessionExited",
@@ -79,13 +80,22 @@ class ReceiverJoined:
     """From the DHCP leases when the shell knows it; the IP alone works for fixed IPs."""
 
 
+class ReportOrigin(StrEnum):
+    client = "client"
+    """The line a Clonezilla client sent to the reconciler's listener on port 6461."""
+    ocsmgrd = "ocsmgrd"
+    """A line of DRBL's ocsmgrd job log (`client IP (MAC) finished restoring. Stats: ...`),
+    with the DRBL backend, where ocsmgrd owns port 6461."""
+
+
 @dataclass(frozen=True)
 class ReportReceived:
-    """A job report line as the listener received it on port 6461."""
+    """A job report: the line as received on port 6461, or as ocsmgrd logged it."""
 
     line: str
     at: datetime
     peer: str = ""
+    origin: ReportOrigin = ReportOrigin.client
 
 
 @dataclass(frozen=True)
@@ -126,3 +136,6 @@ class DeploymentFacts:
     alive_pids: frozenset[int] = frozenset()
     first_pass: bool = False
     """The controller just started: sessions found alive are adopted (and said so)."""
+    drbl_port: int | None = None
+    """DRBL backend: drbl-ocs.conf MULTICAST_PORT, the port drbl-ocs's udp-sender uses; a
+    multicast batch whose PCs are told another port is blocked."""

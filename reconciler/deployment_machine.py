@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from ipaddress import IPv4Address
 
-from reconciler import deployment_report, fields
+from reconciler import deployment_report
 from reconciler import deployment_rules as rules
 from reconciler.deployment_facts import (
     Backend,
     DeploymentFacts,
     MenuFetched,
     ReceiverJoined,
+    ReportOrigin,
     ReportReceived,
     SessionExited,
     SessionFailed,
@@ -418,6 +419,7 @@ class Pass:
                 )
                 return
             self._booted(key, host, PcPhase.joined, "Booted", f"fetched {seen.path}", at=at)
+            self._learn(key, host, seen.client)
             return
         if pc.booted_at is not None and at - pc.booted_at <= REFETCH_GRACE:
             return  # the same boot reading its entry twice
@@ -453,10 +455,25 @@ class Pass:
         kind = EventKind.pc_joined if phase is PcPhase.joined else EventKind.pc_imaging
         self._event(kind, key, host, reason, message, at=at)
 
+    def _learn(self, key: str, host: str, address: str) -> None:
+        """Remember the address the PC used for this request (a pool PC's receiver is known
+        by it). Only a well-formed IPv4 address is kept."""
+        try:
+            ip = str(IPv4Address(address))
+        except ValueError:
+            return
+        if self.records[key].pcs[host].address != ip:
+            self._pc(key, host, address=ip)
+
     def _receiver(self, seen: ReceiverJoined) -> None:
         at = utc(seen.at)
         record = self.records.get(seen.key)
-        host = self._host_of(seen.mac, seen.ip)
+        learned = (
+            {pc.address: host for host, pc in sorted(record.pcs.items()) if pc.address}
+            if record is not None
+            else {}
+        )
+        host = rules.receiver_host(seen.ip, seen.mac, self.by_mac, self.by_ip, learned)
         if record is None or host is None or host not in record.pcs:
             self._event(
                 EventKind.sighting_ignored,
@@ -473,23 +490,15 @@ class Pass:
         if pc.phase in (PcPhase.waiting, PcPhase.joined):
             self._booted(seen.key, host, PcPhase.imaging, "ReceiverJoined", seen.ip, at=at)
 
-    def _host_of(self, mac: str, ip: str) -> str | None:
-        if mac:
-            try:
-                return self.by_mac.get(fields.mac(mac))
-            except ValueError:
-                return None
-        try:
-            return self.by_ip.get(IPv4Address(ip))
-        except ValueError:
-            return None
-
     # ------------------------------------------------------------------ reports
 
     def _report(self, seen: ReportReceived) -> None:
         at = utc(seen.at)
         try:
-            report = deployment_report.parse(seen.line)
+            if seen.origin is ReportOrigin.ocsmgrd:
+                report = deployment_report.parse_joblog(seen.line)
+            else:
+                report = deployment_report.parse(seen.line)
         except deployment_report.ReportError as error:
             self._event(EventKind.report_ignored, "", "", "UnreadableReport", str(error), at=at)
             return
@@ -582,6 +591,7 @@ class Pass:
             reported=reported,
             report=report.summary(),
             booted_at=booted_at,
+            address=pc.address or str(report.ip),
         )
         record = self.records[key]
         if record.phase in (BatchPhase.finished, BatchPhase.disarmed):

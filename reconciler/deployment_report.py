@@ -90,10 +90,13 @@ class JobReport:
     """None when the report text has none of ocs-sr's openings."""
     image: str
     partitions: tuple[PartitionResult, ...]
+    opening_lost: bool = False
+    """From ocsmgrd's job log, which dropped the report's first words (see parse_joblog):
+    the partitions are there, which job and image they belong to is not."""
 
     @property
     def outcome(self) -> ReportOutcome:
-        if self.kind is None or not self.partitions:
+        if (self.kind is None and not self.opening_lost) or not self.partitions:
             return ReportOutcome.unreadable
         if all(part.ok for part in self.partitions):
             return ReportOutcome.succeeded
@@ -101,9 +104,11 @@ class JobReport:
 
     def summary(self) -> str:
         """One line for people: what ran and each partition's status."""
+        parts = ", ".join(f"{p.device} {p.status}" for p in self.partitions) or "no partition"
+        if self.opening_lost:
+            return f"restored (job and image not logged by ocsmgrd): {parts}"
         if self.kind is None:
             return "report without a Clonezilla result"
-        parts = ", ".join(f"{p.device} {p.status}" for p in self.partitions) or "no partition"
         return f"{self.kind.value} {self.image}: {parts}"
 
 
@@ -135,6 +140,39 @@ def parse(line: str | bytes) -> JobReport:
     except ValueError:
         raise ReportError(f"{_shown(image)} is not an image name") from None
     return JobReport(ip, mac, efi, kind, image, _partitions(" ".join(rest[1:])))
+
+
+def parse_joblog(line: str) -> JobReport:
+    """A line of DRBL's ocsmgrd job log (`/var/log/clonezilla/clonezilla-jobs.log`), after
+    its time stamp:
+
+        client IP (MAC) finished restoring. Stats: MESSAGE
+
+    ocsmgrd takes the three words after IP and MAC as EFI fields whether they are or not,
+    and logs only the rest as MESSAGE. A UEFI client sends three EFI words, so MESSAGE is
+    its whole report. A BIOS client sends none, so its opening (`Multicast restored IMAGE,`
+    or `Unicast restored IMAGE,`: three words) is lost and MESSAGE starts with the first
+    partition (`/dev/sda1, success, ...`): such a report keeps its partition results and is
+    marked `opening_lost`. Anything else is unreadable (no partitions). ReportError when
+    the line is not a job line at all."""
+    text = _text(line)
+    words = text.split()
+    if (
+        len(words) < 6
+        or words[0] != "client"
+        or not (words[2].startswith("(") and words[2].endswith(")"))
+        or words[3:6] != ["finished", "restoring.", "Stats:"]
+    ):
+        raise ReportError("not an ocsmgrd job line: client IP (MAC) finished restoring. ...")
+    report = parse(" ".join([words[1], words[2][1:-1], *words[6:]]))
+    if report.kind is not None:
+        return report
+    message = words[6:]
+    if message and message[0].startswith("/dev/") and message[0].endswith(","):
+        partitions = _partitions(" ".join(message))
+        if partitions:
+            return JobReport(report.ip, report.mac, (), None, "", partitions, opening_lost=True)
+    return report
 
 
 def _text(line: str | bytes) -> str:

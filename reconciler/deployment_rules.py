@@ -10,7 +10,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv4Address
 
+from reconciler import fields
 from reconciler.checks import Targets, window_bounds
 from reconciler.deployment_facts import Backend, DeploymentFacts, Requirement
 from reconciler.deployment_session import (
@@ -118,6 +120,29 @@ def retry_allowed(pc: PcRecord) -> bool:
     if pc.phase is PcPhase.failed and pc.reported is Reported.failed:
         return True
     return pc.phase is PcPhase.missed and pc.booted_at is None and pc.reason == "SessionEnded"
+
+
+def receiver_host(
+    ip: str,
+    mac: str,
+    by_mac: Mapping[str, str],
+    by_ip: Mapping[IPv4Address, str],
+    learned: Mapping[str, str],
+) -> str | None:
+    """Which PC a udp-sender receiver is. By its MAC first (the shell looks the IP up in
+    dnsmasq's leases: whoever holds the address now), else by a fixed IP, else by the
+    address the PC was seen with for this request (fetching its entry). A MAC that is no
+    PC's is no PC, whatever the IP says: the address belongs to someone else now."""
+    if mac:
+        try:
+            return by_mac.get(fields.mac(mac))
+        except ValueError:
+            pass
+    try:
+        address = IPv4Address(ip)
+    except ValueError:
+        return None
+    return by_ip.get(address) or learned.get(str(address))
 
 
 def needs_session(batch: Batch, backend: Backend) -> bool:
@@ -240,6 +265,13 @@ def blocker(
             return (
                 "DrblNeedsOneDisk",
                 f"drbl-ocs restores one disk name; targets use {sorted(d or '?' for d in disks)}",
+            )
+        port = portbase(desired, batch)
+        if batch.mode is Mode.multicast and facts.drbl_port not in (None, port):
+            return (
+                "DrblPortMismatch",
+                f"drbl-ocs sends on port {facts.drbl_port} (drbl-ocs.conf MULTICAST_PORT); "
+                f"the batch tells its PCs port {port}",
             )
     return None
 

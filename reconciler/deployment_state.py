@@ -118,6 +118,9 @@ class PcRecord:
     entries: tuple[str, ...] = ()
     """The per-PC boot files of the current attempt. Kept after disarming, so that a late
     fetch of one is recognized as this PC booting the job again."""
+    address: str = ""
+    """The IPv4 address this PC was last seen with for this request (fetching its entry, or
+    in its job report): how a receiver from a pool address is known to be this PC."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,15 @@ deployments' state machine expects. It never runs a shell.
 
 DIR holds (written by `reconciler.sessions` before it starts this):
 - `spec.json`: the key, and the runs in `parts` order (udp-sender argv, chunk files as
-  local paths), or `hold: true` for a DRBL session (drbl-ocs runs its own sender; this
-  process only stands for the session until it is stopped).
+  local paths), or `drbl: {start: ARGV, stop: ARGV}` for a DRBL session.
+
+DRBL session: `drbl-ocs ... startdisk` runs first, its output into `drbl.log` (a file, not
+a pipe: drbl-ocs leaves ocsmgrd and its udp-sender running in the background, and they
+would hold a pipe open for the whole session). When it fails, the session ends with its
+status. When it succeeds, this process stands for the session (DRBL's sender and ocsmgrd
+run in its process group) until SIGTERM. Either way it then runs `drbl-ocs stop` (bounded
+by DRBL_STOP_TIMEOUT; a start that failed may have started ocsmgrd already), which ends
+them and resets DRBL's own menus, before it exits.
 
 It writes:
 - `sender.log`: udp-sender's own output, as is;
@@ -45,6 +52,9 @@ from reconciler import udpcast_log
 SPEC = "spec.json"
 EVENTS = "events.jsonl"
 OUTPUT = "sender.log"
+DRBL_OUTPUT = "drbl.log"
+DRBL_STOP_TIMEOUT = 60.0
+"""Seconds `drbl-ocs stop` may take (it restarts the NFS server) before it is killed."""
 BLOCK = 1024 * 1024
 STOP_GRACE = 5.0
 """Seconds a sender gets to end after SIGTERM before SIGKILL."""
@@ -72,19 +82,54 @@ class Feed:
 
     def run(self) -> int:
         self.event("feed_started", pid=os.getpid(), key=str(self.spec.get("key", "")))
+        drbl = self.spec.get("drbl")
         try:
-            code = self._hold() if self.spec.get("hold") else self._serve()
+            code = self._drbl(drbl) if drbl else self._serve()
         except _Stopped:
             self._end_current()
             code = STOPPED
+        if drbl:  # also after a failed start: it may have started ocsmgrd before failing
+            self._drbl_stop(drbl)
         self.event("exit", code=code)
         self._events.close()
         return code
 
-    def _hold(self) -> int:
+    def _drbl(self, drbl: dict[str, Any]) -> int:
+        """drbl-ocs startdisk; on success stand for the session until stopped."""
+        argv = [str(word) for word in drbl["start"]]
+        code = self._drbl_run(argv, "drbl_start", timeout=None)
+        if code != 0:
+            return code
         self.event("holding")
         while True:
             signal.pause()
+
+    def _drbl_stop(self, drbl: dict[str, Any]) -> None:
+        # SIGTERM again while `drbl-ocs stop` runs would leave DRBL half stopped: ignore it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        argv = [str(word) for word in drbl["stop"]]
+        self._drbl_run(argv, "drbl_stop", timeout=DRBL_STOP_TIMEOUT)
+
+    def _drbl_run(self, argv: list[str], name: str, *, timeout: float | None) -> int:
+        with (self.directory / DRBL_OUTPUT).open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            except OSError as error:
+                self.event(name, argv=argv, returncode=127, message=str(error))
+                return 127
+            self.current = proc
+            self.event(name, argv=argv, pid=proc.pid)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            self.current = None
+        self.event(name + "_ended", returncode=code)
+        return code
 
     def _serve(self) -> int:
         for run in self.spec["runs"]:

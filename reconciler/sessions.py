@@ -3,9 +3,11 @@
 The native backend starts one feeder process per session (`reconciler.session_feed`, run as
 `python -m reconciler.session_feed DIR`), which runs udp-sender once per partition in
 `parts` order and writes each partition's chunk files into it unmodified. The DRBL backend
-runs the pure `drbl-ocs ... startdisk` command line through the program-running seam
-(`reconciler.runner.Runner`), and on success a feeder in "hold" mode stands for the session
-until it is stopped (`drbl-ocs stop` then ends DRBL's own sender).
+runs the pure `drbl-ocs ... startdisk` command line inside the same kind of feeder process: drbl-ocs
+returns once it has set DRBL up, leaving ocsmgrd and its udp-sender running in the
+background (in the feeder's process group); the feeder then stands for the session until it
+is stopped, and runs `drbl-ocs stop` itself. Running drbl-ocs from the controller would
+block its pass for minutes, and a captured pipe would stay open as long as DRBL's sender.
 
 Every session has a directory under the state directory (`sessions/KEY/`): the spec, the
 feeder's PID record (PID, the process's start time and the boot id, so that a reused PID is
@@ -16,6 +18,8 @@ record before it is reported alive or signalled.
 
 Stopping ends the feeder's process group (it runs in a session of its own, with udp-sender
 inside): SIGTERM first, SIGKILL when a later stop finds it still running after STOP_GRACE.
+A DRBL feeder gets SIGTERM alone (it must live to run `drbl-ocs stop`, which ends DRBL's
+processes) and DRBL_STOP_GRACE before its group is killed.
 `close` (the controller exiting) stops every session it knows, so that no sender outlives a
 cleanly stopped controller; under systemd, KillMode=mixed would SIGKILL them anyway once the
 controller's main process is gone (deploy/systemd/kitting-reconciler.service).
@@ -55,6 +59,7 @@ from reconciler.deployment_facts import (
     SessionStarted,
 )
 from reconciler.deployment_machine import StartSession, StopSession
+from reconciler.deployment_session import drbl_ocs_stop_argv
 from reconciler.host import HostPathError, LocalHost
 
 RECORD = "pid.json"
@@ -65,7 +70,9 @@ STOP_GRACE = 5.0
 CLOSE_WAIT = 10.0
 """Seconds `close` waits for every session to end after SIGTERM, before SIGKILL."""
 DRBL_TIMEOUT = 600.0
-"""drbl-ocs prepares every client's files before it returns: minutes on a big site."""
+"""`drbl-ocs stop` run by the controller (when no feeder of the session is left)."""
+DRBL_STOP_GRACE = session_feed.DRBL_STOP_TIMEOUT + 15.0
+"""Seconds a DRBL feeder gets after SIGTERM to run `drbl-ocs stop` before SIGKILL."""
 POLL = 0.05
 
 Wrap = Callable[[Sequence[str]], list[str]]
@@ -102,6 +109,12 @@ class _Handle:
     exit_seen: bool = False
     """Its exit was reported (and committed): not reported again."""
     exit_pending: bool = False
+    drbl: bool = False
+    """A DRBL session: SIGTERM the feeder alone, and give it DRBL_STOP_GRACE."""
+
+    @property
+    def grace(self) -> float:
+        return DRBL_STOP_GRACE if self.drbl else STOP_GRACE
 
 
 def directory_name(key: str) -> str:
@@ -144,10 +157,8 @@ class SessionRunner:
             if spec.runs:
                 body: dict[str, Any] = {"key": command.key, "runs": self._runs(command)}
             elif spec.drbl_argv:
-                done = self.run(spec.drbl_argv, timeout=DRBL_TIMEOUT)
-                if not done.ok:
-                    return SessionFailed(command.key, f"drbl-ocs failed: {done.output}"[:2000], now)
-                body = {"key": command.key, "hold": True}
+                stop = list(drbl_ocs_stop_argv())
+                body = {"key": command.key, "drbl": {"start": list(spec.drbl_argv), "stop": stop}}
             else:
                 return SessionFailed(command.key, "the session spec names nothing to run", now)
             handle = self._launch(command.key, body)
@@ -158,24 +169,29 @@ class SessionRunner:
         return SessionStarted(command.key, handle.pid, now)
 
     def stop(self, command: StopSession) -> None:
-        if command.argv:
-            done = self.run(command.argv, timeout=DRBL_TIMEOUT)
-            if not done.ok:
-                self._log.error(f"{' '.join(command.argv)}: {done.output}")
-        if command.pid is None:
-            return
         handle = next(
-            (h for h in self._handles.values() if h.pid == command.pid and self._alive(h)), None
+            (
+                h
+                for h in self._handles.values()
+                if command.pid is not None and h.pid == command.pid and self._alive(h)
+            ),
+            None,
         )
         if handle is None:
             # Not a feeder of ours (or already gone): never signal a PID we cannot vouch for.
+            # A DRBL session without its feeder (killed) may have left DRBL running: stop it.
+            if command.argv:
+                done = self.run(command.argv, timeout=DRBL_TIMEOUT)
+                if not done.ok:
+                    self._log.error(f"{' '.join(command.argv)}: {done.output}")
             return
         now = time.monotonic()
         if handle.term_sent is None:
-            self._signal(handle, signal.SIGTERM)
+            # a DRBL feeder runs `drbl-ocs stop` itself on SIGTERM
+            self._signal(handle, signal.SIGTERM, group=not handle.drbl)
             handle.term_sent = now
             self._log.info(f"session {handle.key}: pid {handle.pid} stopped ({command.reason})")
-        elif now - handle.term_sent >= STOP_GRACE:
+        elif now - handle.term_sent >= handle.grace:
             self._signal(handle, signal.SIGKILL)
             self._log.warning(f"session {handle.key}: pid {handle.pid} ignored SIGTERM: SIGKILL")
 
@@ -199,6 +215,7 @@ class SessionRunner:
                 ticks=record["ticks"],
                 boot_id=record["boot_id"],
                 offset=_read_offset(path / OFFSET),
+                drbl=record.get("drbl") is True,
             )
             handle.pending = handle.offset
             self._handles[handle.key] = handle
@@ -241,7 +258,7 @@ class SessionRunner:
         for handle in self._handles.values():
             if (
                 handle.term_sent is not None
-                and now - handle.term_sent >= STOP_GRACE
+                and now - handle.term_sent >= handle.grace
                 and self._alive(handle)
             ):
                 return True
@@ -278,13 +295,15 @@ class SessionRunner:
             shutil.rmtree(path, ignore_errors=True)
 
     def close(self) -> None:
-        """Stop every session still running: SIGTERM, then SIGKILL after CLOSE_WAIT."""
+        """Stop every session still running: SIGTERM, then SIGKILL after CLOSE_WAIT (a DRBL
+        session: after DRBL_STOP_GRACE, or as soon as its `drbl-ocs stop` is done)."""
         alive = [h for h in self._handles.values() if self._alive(h)]
         for handle in alive:
-            self._signal(handle, signal.SIGTERM)
+            self._signal(handle, signal.SIGTERM, group=not handle.drbl)
             self._log.info(f"session {handle.key}: pid {handle.pid} stopped (controller exits)")
-        deadline = time.monotonic() + CLOSE_WAIT
-        for _ in range(int(CLOSE_WAIT / POLL) + 1):
+        wait = max((DRBL_STOP_GRACE if h.drbl else CLOSE_WAIT) for h in alive) if alive else 0.0
+        deadline = time.monotonic() + wait
+        for _ in range(int(wait / POLL) + 1):
             alive = [h for h in alive if self._alive(h)]
             if not alive or time.monotonic() >= deadline:
                 break
@@ -332,7 +351,13 @@ class SessionRunner:
             )
         ticks = _start_ticks(child.pid)
         handle = _Handle(
-            key, directory, child.pid, -1 if ticks is None else ticks, _boot_id(), child
+            key,
+            directory,
+            child.pid,
+            -1 if ticks is None else ticks,
+            _boot_id(),
+            child,
+            drbl="drbl" in body,
         )
         record = {
             "key": key,
@@ -340,6 +365,7 @@ class SessionRunner:
             "ticks": handle.ticks,
             "boot_id": handle.boot_id,
             "started_at": self.clock.now().isoformat(),
+            "drbl": handle.drbl,
         }
         _write_atomic(directory / RECORD, json.dumps(record, indent=2).encode())
         self._handles[key] = handle
@@ -353,11 +379,11 @@ class SessionRunner:
         ticks = _start_ticks(handle.pid)
         return ticks is not None and ticks == handle.ticks
 
-    def _signal(self, handle: _Handle, sig: signal.Signals) -> None:
+    def _signal(self, handle: _Handle, sig: signal.Signals, *, group: bool = True) -> None:
         if not self._alive(handle):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(handle.pid) == handle.pid:
+            if group and os.getpgid(handle.pid) == handle.pid:
                 os.killpg(handle.pid, sig)
             else:
                 os.kill(handle.pid, sig)

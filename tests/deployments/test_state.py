@@ -82,7 +82,8 @@ EXPECTED = """{
           "flags": [
             "RefetchedEntry"
           ],
-          "entries": []
+          "entries": [],
+          "address": ""
         },
         "pc02": {
           "phase": "waiting",
@@ -96,7 +97,8 @@ EXPECTED = """{
           "report": "",
           "first_attempt": "",
           "flags": [],
-          "entries": []
+          "entries": [],
+          "address": ""
         }
       },
       "session": {

@@ -5,7 +5,7 @@ What is checked: each partition's chunks reach the sender unmodified and concate
 `parts` order, one sender per partition (port + 2); receivers and exits come back as facts;
 a failing or unjoined partition ends the session; stop ends the whole process group; a new
 runner (a restarted controller) adopts a live feeder by PID and refuses a PID it cannot
-vouch for; the DRBL backend runs the exact drbl-ocs command lines through the runner seam.
+vouch for. The DRBL backend's sessions: tests/sessions/test_drbl_sessions.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -35,12 +35,8 @@ from reconciler.deployment_machine import StartSession, StopSession
 from reconciler.deployment_session import (
     PartitionStream,
     SessionSpec,
-    drbl_ocs_argv,
-    drbl_ocs_stop_argv,
     multicast_runs,
 )
-from reconciler.desired import AfterImaging, Mode
-from reconciler.runner import Completed
 from reconciler.sessions import SessionRunner
 
 KEY = "spring@0123456789abcdef"
@@ -329,65 +325,6 @@ def test_a_chunk_outside_the_root_is_refused(
     failed = runner.start(start_command())
     assert isinstance(failed, SessionFailed)
     assert "outside the root" in failed.message
-    assert runner.alive_pids() == frozenset()
-
-
-class RecordingRunner:
-    def __init__(self, returncode: int = 0) -> None:
-        self.calls: list[tuple[str, ...]] = []
-        self.returncode = returncode
-
-    def __call__(self, argv: Sequence[str], *, timeout: float = 60.0) -> Completed:
-        self.calls.append(tuple(argv))
-        return Completed(tuple(argv), self.returncode, "", "no clients" if self.returncode else "")
-
-
-def drbl_command() -> StartSession:
-    argv = drbl_ocs_argv(
-        mode=Mode.multicast,
-        image="win11",
-        disk="nvme0n1",
-        after=AfterImaging.reboot,
-        interface="enp3s0",
-        hosts=[IPv4Address("192.168.100.11"), IPv4Address("192.168.100.12")],
-        clients_to_wait=2,
-        max_wait=600,
-    )
-    return StartSession(KEY, "spring", SessionSpec(KEY, "spring", drbl_argv=argv))
-
-
-def test_drbl_runs_its_exact_command_lines_through_the_runner_seam(
-    tmp_path: Path, fake_path: Path, runners: list[SessionRunner]
-) -> None:
-    recording = RecordingRunner()
-    runner = make_runner(tmp_path, fake_path, run=recording)
-    runners.append(runner)
-    started = runner.start(drbl_command())
-    assert isinstance(started, SessionStarted)
-    assert recording.calls == [
-        (
-            "drbl-ocs", "-b", "-l", "en_US.UTF-8", "-g", "auto", "-e1", "auto", "-e2", "-r",
-            "-x", "-j2", "-p", "reboot", "--mcast-iface", "enp3s0", "--clients-to-wait", "2",
-            "--max-time-to-wait", "600", "-h", "192.168.100.11 192.168.100.12",
-            "startdisk", "multicast_restore", "win11", "nvme0n1",
-        )
-    ]  # fmt: skip
-    # the session stands until it is stopped: drbl-ocs runs its own sender
-    time.sleep(0.3)
-    assert runner.alive_pids() == {started.pid}
-    runner.stop(StopSession(KEY, "spring", started.pid, "WindowClosed", drbl_ocs_stop_argv()))
-    assert recording.calls[-1] == ("drbl-ocs", "stop")
-    until(lambda: gone(started.pid), "the DRBL session's feeder stopped")
-
-
-def test_a_failing_drbl_ocs_is_a_failed_start(
-    tmp_path: Path, fake_path: Path, runners: list[SessionRunner]
-) -> None:
-    runner = make_runner(tmp_path, fake_path, run=RecordingRunner(returncode=1))
-    runners.append(runner)
-    failed = runner.start(drbl_command())
-    assert isinstance(failed, SessionFailed)
-    assert failed.message == "drbl-ocs failed: no clients"
     assert runner.alive_pids() == frozenset()
 
 
