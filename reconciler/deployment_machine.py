@@ -228,6 +228,10 @@ class Pass:
         self, key: str, host: str, mode: Mode, reason: str, *, attempt: int = 1, first: str = ""
     ) -> None:
         record = self.records[key]
+        earlier = self._booted_before(key, host) if attempt == 1 else None
+        if earlier is not None:
+            self._held_for_earlier(key, host, mode, earlier)
+            return
         previous = record.pcs.get(host)
         armed = PcRecord(
             phase=PcPhase.waiting,
@@ -242,6 +246,42 @@ class Pass:
         self.records[key] = replace(record, pcs={**record.pcs, host: armed})
         what = f"{record.action.value} {record.image} by {mode.value}"
         self._event(EventKind.pc_armed, key, host, reason, f"armed: {what}")
+
+    def _booted_before(self, key: str, host: str) -> PcRecord | None:
+        """The PC's record under an earlier version of this batch (same name, action and
+        image) in which it booted the restore entry. Editing a batch (its window, its
+        clients_to_wait, a PC leaving a department) makes a new request, but a PC that
+        already ran this batch's job is not imaged again by it: only a new batch name or
+        another image asks for that. Records are kept a day after their window."""
+        record = self.records[key]
+        for other_key, other in sorted(self.records.items()):
+            same = (other.name, other.action, other.image) == (
+                record.name,
+                record.action,
+                record.image,
+            )
+            pc = other.pcs.get(host)
+            if other_key != key and same and pc is not None and pc.booted_at is not None:
+                return pc
+        return None
+
+    def _held_for_earlier(self, key: str, host: str, mode: Mode, earlier: PcRecord) -> None:
+        record = self.records[key]
+        phase = earlier.phase if earlier.phase in (PcPhase.succeeded, PcPhase.failed) else None
+        held = PcRecord(
+            phase=phase or PcPhase.missed,
+            mode=mode,
+            attempt=0,
+            reason="ImagedEarlier",
+            finished_at=self.now,
+            report=earlier.report,
+        )
+        self.records[key] = replace(record, pcs={**record.pcs, host: held})
+        message = (
+            f"booted {record.image} under an earlier version of batch {record.name} "
+            f"({earlier.phase.value}): not imaged again; a new batch name would image it"
+        )
+        self._event(EventKind.pc_held, key, host, "ImagedEarlier", message)
 
     def _never_armed(self, key: str, host: str, mode: Mode, reason: str, message: str) -> None:
         record = self.records[key]

@@ -634,8 +634,25 @@ def test_a_changed_batch_is_a_new_request_and_the_old_one_is_withdrawn() -> None
     assert StopSession(key_of(old), "spring", 4242, "BatchChanged") in result.commands
     starts = [c for c in result.commands if isinstance(c, StartSession)]
     assert [s.key for s in starts] == [key_of(new)]
-    # A new request arms every target again, pc01 included: that is what a change means.
-    assert paths(result) == ALL_ENTRIES
+    # A new request arms its targets again, except pc01: it already ran this batch's job
+    # (same name, same image), so the edit does not image it a second time.
+    assert paths(result) == pc_entries(PC02_MAC, PC03_MAC)
+    held = result.state.batches[key_of(new)].pcs["pc01"]
+    assert (held.phase, held.reason, held.attempt) == (PcPhase.succeeded, "ImagedEarlier", 0)
+    assert ("pc_held", "pc01", "ImagedEarlier") in kinds(result)
+
+
+def test_a_new_batch_name_images_again_even_who_succeeded() -> None:
+    old = batch()
+    run = Run(desired(old))
+    started(run, NINE)
+    t = berlin("2026-03-02 09:30")
+    run.at(t, ReportReceived(success_line(PC01_MACS[0]), t), alive=[4242])
+    again = batch(name="spring-again")
+    run.desired = desired(again)
+    result = run.at(t + SECOND, alive=[4242])
+    assert paths(result) == ALL_ENTRIES  # pc01 too: the operator asked by naming a new batch
+    assert result.state.batches[key_of(old)].withdrawn
 
 
 def test_re_merging_the_same_batch_is_the_same_request() -> None:

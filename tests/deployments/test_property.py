@@ -210,6 +210,10 @@ class World:
         for pair in fresh:
             self.armings[pair] = self.armings.get(pair, 0) + 1
             assert pair not in self.succeeded, f"{pair} armed again after its success"
+            # every variant is batch "spring" with image win11: an edit is a new request,
+            # but a PC that booted the job under any version is never armed by another
+            earlier = [k for (k, h), n in self.boots.items() if h == pair[1] and k != pair[0] and n]
+            assert not earlier, f"{pair} armed again by an edit after booting under {earlier}"
             count = self.armings[pair]
             retry = b is not None and b.on_failure is OnFailure.retry_unicast
             assert count <= (2 if retry else 1), f"{pair} armed {count} times"
