@@ -9,6 +9,7 @@ the per-PC files of the PCs still waiting. Purely computational.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -248,22 +249,10 @@ class Pass:
         self._event(EventKind.pc_armed, key, host, reason, f"armed: {what}")
 
     def _booted_before(self, key: str, host: str) -> PcRecord | None:
-        """The PC's record under an earlier version of this batch (same name, action and
-        image) in which it booted the restore entry. Editing a batch (its window, its
-        clients_to_wait, a PC leaving a department) makes a new request, but a PC that
-        already ran this batch's job is not imaged again by it: only a new batch name or
-        another image asks for that. Records are kept a day after their window."""
         record = self.records[key]
-        for other_key, other in sorted(self.records.items()):
-            same = (other.name, other.action, other.image) == (
-                record.name,
-                record.action,
-                record.image,
-            )
-            pc = other.pcs.get(host)
-            if other_key != key and same and pc is not None and pc.booted_at is not None:
-                return pc
-        return None
+        return earlier_boot(
+            self.records, key, host, name=record.name, action=record.action, image=record.image
+        )
 
     def _held_for_earlier(self, key: str, host: str, mode: Mode, earlier: PcRecord) -> None:
         record = self.records[key]
@@ -693,8 +682,12 @@ class Pass:
         )
         for host in request.targets:
             self._arm(key, host, batch.mode, "WindowOpen")
-        if rules.needs_session(batch, self.backend):
-            spec = rules.session_spec(self.desired, request, self.facts, self.now, self.backend)
+        # The session serves the PCs armed now: not those held for an earlier version.
+        pcs = self.records[key].pcs
+        armed = {h: pc for h, pc in request.targets.items() if pcs[h].phase is PcPhase.waiting}
+        if armed and rules.needs_session(batch, self.backend):
+            serving = replace(request, targets=armed)
+            spec = rules.session_spec(self.desired, serving, self.facts, self.now, self.backend)
             self._batch(
                 key,
                 session=SessionRecord(
@@ -837,3 +830,32 @@ class Pass:
                         paths.append(artifact.path)
                 if tuple(paths) != pc.entries:
                     self._pc(key, host, entries=tuple(paths))
+
+
+def _ever_booted(pc: PcRecord) -> bool:
+    """Did the PC boot a restore entry in any attempt? A retry starts a fresh record; its
+    first attempt booted if it ended failed (only a reported failure, which needs a boot,
+    or a never-booted miss is retried: `rules.retry_allowed`)."""
+    return pc.booted_at is not None or pc.first_attempt.startswith(f"{PcPhase.failed.value}:")
+
+
+def earlier_boot(
+    records: Mapping[str, BatchRecord],
+    key: str,
+    host: str,
+    *,
+    name: str,
+    action: Action,
+    image: str,
+) -> PcRecord | None:
+    """The PC's record under an earlier version of batch `name` (other content, same action
+    and image) in which it booted the restore entry. Editing a batch (its window, its
+    clients_to_wait, a PC leaving a department) makes a new request, but a PC that already
+    ran this batch's job is not imaged again by it: only a new batch name or another image
+    asks for that. Records are kept a day after their window. Pure."""
+    for other_key, other in sorted(records.items()):
+        pc = other.pcs.get(host)
+        same = (other.name, other.action, other.image) == (name, action, image)
+        if other_key != key and same and pc is not None and _ever_booted(pc):
+            return pc
+    return None

@@ -32,6 +32,7 @@ lines), deployment_report (the job report line). Purely computational.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from reconciler import deployment_rules as rules
@@ -61,6 +62,7 @@ from reconciler.deployment_machine import (
     StartSession,
     Step,
     StopSession,
+    earlier_boot,
 )
 from reconciler.deployment_rules import request_hash
 from reconciler.deployment_state import (
@@ -139,7 +141,9 @@ def preview(
             lines.append(f"  batch {name}: its window cannot be resolved; nothing is armed")
             continue
         record = state.batches.get(request.key)
-        lines += _batch_lines(desired, record, request, moment, facts, backend=backend)
+        lines += _batch_lines(
+            desired, record, request, moment, facts, backend=backend, state=state.batches
+        )
     for key in sorted(state.batches):
         record = state.batches[key]
         if key not in requests and record.window_start <= moment < record.window_end:
@@ -159,6 +163,7 @@ def _batch_lines(
     facts: DeploymentFacts | None,
     *,
     backend: Backend,
+    state: Mapping[str, BatchRecord],
 ) -> list[str]:
     batch = request.batch
     bounds = window_bounds(desired, batch)
@@ -182,7 +187,14 @@ def _batch_lines(
     over = record is not None and rules.session_over(record)
     for host, pc in request.targets.items():
         known = record.pcs.get(host) if record is not None else None
-        lines.append(f"    {host}: {_pc_line(desired, batch, pc, known, session_over=over)}")
+        earlier = earlier_boot(
+            state, request.key, host, name=batch.name, action=batch.action, image=batch.image
+        )
+        if known is None and earlier is not None:
+            line = f"local boot (ran this batch's job before it was edited: {earlier.phase.value})"
+        else:
+            line = _pc_line(desired, batch, pc, known, session_over=over)
+        lines.append(f"    {host}: {line}")
     return lines
 
 

@@ -640,6 +640,27 @@ def test_a_changed_batch_is_a_new_request_and_the_old_one_is_withdrawn() -> None
     held = result.state.batches[key_of(new)].pcs["pc01"]
     assert (held.phase, held.reason, held.attempt) == (PcPhase.succeeded, "ImagedEarlier", 0)
     assert ("pc_held", "pc01", "ImagedEarlier") in kinds(result)
+    assert starts[0].spec.summary.endswith("waits for 2 PCs")  # the two armed, not pc01
+
+
+def test_an_edit_after_everyone_booted_arms_nobody_and_starts_no_session() -> None:
+    old = batch()
+    run = Run(desired(old))
+    started(run, NINE)
+    t = berlin("2026-03-02 09:30")
+    lines = [success_line(PC01_MACS[0]), success_line(PC02_MAC), failure_line(PC03_MAC)]
+    run.at(t, *(ReportReceived(line, t) for line in lines), alive=[4242])
+    new = batch(clients_to_wait=2)
+    run.desired = desired(new)
+    result = run.at(t + SECOND, alive=[4242])
+    assert paths(result) == []
+    assert not [c for c in result.commands if isinstance(c, StartSession)]
+    record = result.state.batches[key_of(new)]
+    assert {h: (p.phase.value, p.reason) for h, p in record.pcs.items()} == {
+        "pc01": ("succeeded", "ImagedEarlier"),
+        "pc02": ("succeeded", "ImagedEarlier"),
+        "pc03": ("failed", "ImagedEarlier"),
+    }
 
 
 def test_a_new_batch_name_images_again_even_who_succeeded() -> None:
@@ -825,6 +846,20 @@ def test_preview_says_what_each_pc_boots() -> None:
     assert preview(run.desired, run.state, NOON)[1:3] == [
         "  (assuming every image is complete and every prerequisite is there)",
         "  batch spring: window closed 2026-03-02T12:00:00+01:00; disarmed (no outcome)",
+    ]
+
+
+def test_preview_of_an_edited_batch_keeps_who_ran_it_on_local_boot() -> None:
+    run = Run(desired(batch()))
+    started(run, NINE)
+    t = berlin("2026-03-02 09:20")
+    run.at(t, ReportReceived(success_line(PC01_MACS[0]), t), alive=[4242])
+    edited = desired(batch(clients_to_wait=2))  # the plan of the edit, before its merge
+    lines = preview(edited, run.state, berlin("2026-03-02 09:25"), facts())
+    assert lines[2:5] == [
+        "    pc01: local boot (ran this batch's job before it was edited: succeeded)",
+        "    pc02: restore entry: restore image win11 to nvme0n1 (multicast) (02:00:00:00:02:01)",
+        "    pc03: restore entry: restore image win11 to nvme0n1 (multicast) (02:00:00:00:03:01)",
     ]
 
 
