@@ -260,7 +260,10 @@ def _image_source(options: Options, progress: Progress) -> ServedImage:
     home = fixture_image.home_dir(options.image_cache)
     if not (home / "recipe.json").is_file():
         progress(f"image: building the lab's Clonezilla image in {home} (ocs-sr savedisk)")
-    built = fixture_image.build_or_reuse(options.image_cache)
+    try:
+        built = fixture_image.build_or_reuse(options.image_cache)
+    except fixture_image.FixtureUnavailable as error:
+        raise RehearsalError(f"{error}; or run without imaging: --no-image") from None
     origin = f"saved by ocs-sr savedisk from /dev/{built.disk}, cached"
     progress(f"image: {built.image_dir} ({origin})")
     return ServedImage(built.image_dir, fixture_image.expected_files(), origin)
