@@ -5,7 +5,11 @@ needs a restart, while a new file in `--dhcp-hostsdir` is picked up by itself (e
 removals there need a SIGHUP). Keeping every PC in its own file makes "add a PC" free.
 
 Boot files are chosen by DHCP option 93 (client architecture) and offered only to PCs that
-are in the site repo (their reservation sets the tag `kitting-pc`). An unknown MAC still
+are in the site repo: dnsmasq sets its own tag `known` for a client that a dhcp-host line
+matches, and only our reservation files hold such lines. (Reservations do not set a tag
+of their own: dnsmasq 2.90 aborts on SIGHUP when a `set:` reservation that holds a lease
+was removed or edited in `--dhcp-hostsdir`, which is exactly what removing a PC does.)
+An unknown MAC still
 gets an address in authoritative mode (its MAC then shows up in the lease file, which is
 how an engineer finds the MAC of a new PC) but never a boot file: a PC nobody declared must
 not run anything from this server, and without a boot file its firmware moves on to the
@@ -23,7 +27,8 @@ from reconciler.layout import Layout
 from reconciler.render._lines import Lines, join
 from reconciler.rendered import Artifact, Check, Effect, Service
 
-TAG_PC = "kitting-pc"
+TAG_PC = "known"
+"""dnsmasq's own tag for a client matched by a dhcp-host line (see the module docstring)."""
 TAG_BIOS = "kitting-bios"
 TAG_EFI64 = "kitting-efi64"
 
@@ -174,7 +179,7 @@ def _authoritative(lines: Lines, site: Site) -> None:
     lines.blank()
     bios = site.boot.bios_loader
     uefi, uefi_origin = uefi_boot_file(site)
-    lines.note("Boot file by DHCP option 93, only for PCs of the site repo (tag kitting-pc).")
+    lines.note("Boot file by DHCP option 93, only for PCs of the site repo (tag known).")
     for arch in BIOS_ARCHES:
         lines.add(f"dhcp-match=set:{TAG_BIOS},option:client-arch,{arch}")
     for arch in EFI64_ARCHES:
@@ -193,7 +198,7 @@ def _proxy(lines: Lines, site: Site) -> None:
     bios = site.boot.bios_loader
     uefi, uefi_origin = uefi_boot_file(site)
     lines.note("One PXE service per architecture (x86PC = 0, BC_EFI = 7, x86-64_EFI = 9),")
-    lines.note("only for PCs of the site repo (tag kitting-pc).")
+    lines.note("only for PCs of the site repo (tag known).")
     menu = '"Kitting network boot"'
     lines.add(f"pxe-service=tag:{TAG_PC},x86PC,{menu},{bios}", "site.boot.bios_loader")
     lines.add(f"pxe-service=tag:{TAG_PC},BC_EFI,{menu},{uefi}", uefi_origin)
@@ -209,10 +214,10 @@ def _hosts(site: Site, layout: Layout, pc: Pc, origin: str) -> Artifact:
         # One line with every MAC: dnsmasq refuses the same address on two lines, and this
         # form lets whichever NIC boots take the fixed address (a docked laptop has two).
         macs = ",".join(pc.macs)
-        lines.add(f"{macs},set:{TAG_PC},{pc.ip},{pc.hostname}", origin)
+        lines.add(f"{macs},{pc.ip},{pc.hostname}", origin)
     else:
         for index, mac in enumerate(pc.macs):
-            lines.add(f"{mac},set:{TAG_PC},{pc.hostname}", f"{origin}.macs[{index}]")
+            lines.add(f"{mac},{pc.hostname}", f"{origin}.macs[{index}]")
     return lines.artifact(
         hosts_file(layout, pc),
         Service.dnsmasq,

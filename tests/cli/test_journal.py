@@ -134,8 +134,8 @@ def owning(artifact: Artifact, content: bytes) -> tuple[MemoryHost, Inventory]:
 
 
 def test_a_failed_reload_and_its_rollback_as_apply_reports_them() -> None:
-    new = reservation("aa:bb:cc:dd:ee:02,set:kitting-pc,pc-1")
-    host, owned = owning(new, b"aa:bb:cc:dd:ee:01,set:kitting-pc,pc-1\n")
+    new = reservation("aa:bb:cc:dd:ee:02,pc-1")
+    host, owned = owning(new, b"aa:bb:cc:dd:ee:01,pc-1\n")
     _, report = run_apply(host, Rendered({new.path: new}), owned, FailingOnce(), NoFirewall())
     mapped = [(r.action, r.reason, journal.event_for(r)) for r in report.results]
     assert mapped == [
@@ -169,8 +169,8 @@ def test_a_repaired_firewall_table_is_recorded_as_drift_repaired() -> None:
 
 
 def test_the_recorder_makes_one_audit_line_per_result(tmp_path: Path) -> None:
-    new = reservation("aa:bb:cc:dd:ee:02,set:kitting-pc,pc-1")
-    old = b"aa:bb:cc:dd:ee:01,set:kitting-pc,pc-1\n"
+    new = reservation("aa:bb:cc:dd:ee:02,pc-1")
+    old = b"aa:bb:cc:dd:ee:01,pc-1\n"
     host, owned = owning(new, old + b"by hand\n")  # drifted: the write repairs it
     owned = Inventory({HOSTS_FILE: Entry(sha256=digest(old), service=Service.dnsmasq)})
     commit = CommitInfo(

@@ -126,7 +126,7 @@ def test_plan_on_an_empty_root_lists_every_file_and_writes_nothing(
         "  * dnsmasq: restart: /etc/dnsmasq.d/kitting.conf changed; only a restart re-reads it"
         in lines
     )
-    assert "      +02:4b:49:54:02:01,set:kitting-pc,192.168.100.121,ACC-PC-01" in lines
+    assert "      +02:4b:49:54:02:01,192.168.100.121,ACC-PC-01" in lines
     assert not root.exists()
 
     code, _, _ = kitctl(
@@ -255,12 +255,10 @@ def test_apply_writes_every_file_then_a_second_apply_writes_nothing(
     assert (root / STATE / "inventory.json").stat().st_mode & 0o777 == 0o600
     # A laptop with its dock: one line per MAC, no address (sales has no fixed IPs).
     assert (root / HOSTS / "SALES-PC-03.hosts").read_text(encoding="utf-8") == (
-        HEADER
-        + "02:4b:49:54:01:03,set:kitting-pc,SALES-PC-03\n"
-        + "02:4b:49:54:11:03,set:kitting-pc,SALES-PC-03\n"
+        HEADER + "02:4b:49:54:01:03,SALES-PC-03\n" + "02:4b:49:54:11:03,SALES-PC-03\n"
     )
     assert (root / HOSTS / "ACC-PC-20.hosts").read_text(encoding="utf-8") == (
-        HEADER + "02:4b:49:54:02:14,set:kitting-pc,192.168.100.140,ACC-PC-20\n"
+        HEADER + "02:4b:49:54:02:14,192.168.100.140,ACC-PC-20\n"
     )
     exports = (root / "etc/exports.d/kitting.exports").read_text(encoding="utf-8")
     assert (
@@ -306,7 +304,7 @@ def test_drift_is_shown_with_its_diff_and_repaired(
     assert kitctl(capsys, "apply", "--repo", str(repo), "--root", str(root))[0] == 0
     hosts = root / HOSTS / "SALES-PC-01.hosts"
     wanted = hosts.read_bytes()
-    hosts.write_bytes(wanted + b"02:4b:49:54:99:99,set:kitting-pc,SALES-PC-01\n")
+    hosts.write_bytes(wanted + b"02:4b:49:54:99:99,SALES-PC-01\n")
 
     code, out, _ = kitctl(
         capsys, "plan", "--repo", str(repo), "--root", str(root), "--detailed-exitcode"
@@ -317,7 +315,7 @@ def test_drift_is_shown_with_its_diff_and_repaired(
     assert (
         "  ~ /etc/kitting/dhcp-hosts/SALES-PC-01.hosts: drift: owned file edited by hand" in lines
     )
-    assert "      -02:4b:49:54:99:99,set:kitting-pc,SALES-PC-01" in lines
+    assert "      -02:4b:49:54:99:99,SALES-PC-01" in lines
     assert "  * dnsmasq: reload: 1 changed file needs a reload" in lines
 
     code, out, _ = kitctl(capsys, "apply", "--repo", str(repo), "--root", str(root))
@@ -332,7 +330,7 @@ def test_drift_is_shown_with_its_diff_and_repaired(
     assert repaired[0]["target"] == "/etc/kitting/dhcp-hosts/SALES-PC-01.hosts"
     details = repaired[0]["details"]
     assert isinstance(details, dict)
-    assert "-02:4b:49:54:99:99,set:kitting-pc,SALES-PC-01" in details["diff"]
+    assert "-02:4b:49:54:99:99,SALES-PC-01" in details["diff"]
     assert kitctl(capsys, "audit", "verify", "--root", str(root))[0] == 0
     code, out, _ = kitctl(capsys, "plan", "--repo", str(repo), "--root", str(root))
     assert out.splitlines()[0] == CONVERGED
@@ -471,7 +469,7 @@ def test_review_of_a_change_as_markdown(
     )
     assert "\n## Plan\n\n**+1 reservation**\n" in out
     assert "| + | `/etc/kitting/dhcp-hosts/SALES-PC-21.hosts` | new |" in out
-    assert "+02:4b:49:54:01:15,set:kitting-pc,SALES-PC-21\n" in out
+    assert "+02:4b:49:54:01:15,SALES-PC-21\n" in out
     # A new reservation file is noticed by dnsmasq without a signal.
     assert "- dnsmasq: 1 changed file, all noticed without a signal" in out
     assert "- firewall: rendered table unchanged" in out

@@ -50,15 +50,11 @@ def expected_reservations() -> dict[str, str]:
     """Every reservation file by hand: the fleet, and two of the example's PCs."""
     header = "# managed by kitctl; edits are reverted\n"
     wanted = {
-        f"FLEET-{i:04d}.hosts": f"{header}{fleet_mac(i)},set:kitting-pc,FLEET-{i:04d}\n"
-        for i in range(FLEET)
+        f"FLEET-{i:04d}.hosts": f"{header}{fleet_mac(i)},FLEET-{i:04d}\n" for i in range(FLEET)
     }
-    wanted["ACC-PC-07.hosts"] = (
-        f"{header}02:4b:49:54:02:07,set:kitting-pc,192.168.100.127,ACC-PC-07\n"
-    )
+    wanted["ACC-PC-07.hosts"] = f"{header}02:4b:49:54:02:07,192.168.100.127,ACC-PC-07\n"
     wanted["SALES-PC-03.hosts"] = (
-        f"{header}02:4b:49:54:01:03,set:kitting-pc,SALES-PC-03\n"
-        "02:4b:49:54:11:03,set:kitting-pc,SALES-PC-03\n"
+        f"{header}02:4b:49:54:01:03,SALES-PC-03\n02:4b:49:54:11:03,SALES-PC-03\n"
     )
     return wanted
 

@@ -263,8 +263,7 @@ def test_drift_is_repaired_by_a_drift_pass_only(
     assert (root / DNSMASQ).read_bytes() == original
     # from departments/accounting.yaml: ACC-PC-07, 02:4b:49:54:02:07, 192.168.100.127
     assert pc7.read_text() == (
-        "# managed by kitctl; edits are reverted\n"
-        "02:4b:49:54:02:07,set:kitting-pc,192.168.100.127,ACC-PC-07\n"
+        "# managed by kitctl; edits are reverted\n02:4b:49:54:02:07,192.168.100.127,ACC-PC-07\n"
     )
     repaired = {e.target: e for e in events(root, "drift_repaired")}
     assert sorted(repaired) == [

@@ -32,7 +32,7 @@ def _lab(vnet: VirtualNetwork, base: Path) -> tuple[LabServices, Layout, Path]:
     etc = base / "etc"
     hosts = etc / "dhcp-hosts"
     hosts.mkdir(parents=True)
-    (hosts / "pc1.hosts").write_text("02:00:00:00:00:01,set:kitting-pc,pc1\n")
+    (hosts / "pc1.hosts").write_text("02:00:00:00:00:01,pc1\n")
     layout = Layout(
         dnsmasq_conf=str(etc / "kitting.conf"),
         dhcp_hosts_dir=str(hosts),
@@ -71,7 +71,7 @@ def test_start_reload_restart_and_stop(
 
     # dnsmasq re-reads its hosts files on SIGHUP, in the same process
     dnsmasq = services.pid(Service.dnsmasq)
-    (hosts / "pc2.hosts").write_text("02:00:00:00:00:02,set:kitting-pc,pc2\n")
+    (hosts / "pc2.hosts").write_text("02:00:00:00:00:02,pc2\n")
     services.reload(Service.dnsmasq)
     assert services.pid(Service.dnsmasq) == dnsmasq
     proc = next(p for p in vnet.procs.procs if p.name == "dnsmasq")

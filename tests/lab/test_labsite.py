@@ -111,14 +111,10 @@ def test_exact_reservations_dnsmasq_will_read() -> None:
         if path.startswith(HOSTS_DIR + "/")
     }
     assert hosts == {
-        "sales-pc01.hosts": ["02:1a:2b:3c:11:00,set:kitting-pc,192.168.100.101,sales-pc01"],
-        "sales-pc02.hosts": [
-            "02:1a:2b:3c:12:00,02:1a:2b:3c:12:01,set:kitting-pc,192.168.100.102,sales-pc02"
-        ],
-        "accounting-pc03.hosts": ["02:1a:2b:3c:13:00,set:kitting-pc,accounting-pc03"],
-        "accounting-pc04.hosts": [
-            "02:1a:2b:3c:14:00,set:kitting-pc,192.168.100.104,accounting-pc04"
-        ],
+        "sales-pc01.hosts": ["02:1a:2b:3c:11:00,192.168.100.101,sales-pc01"],
+        "sales-pc02.hosts": ["02:1a:2b:3c:12:00,02:1a:2b:3c:12:01,192.168.100.102,sales-pc02"],
+        "accounting-pc03.hosts": ["02:1a:2b:3c:13:00,accounting-pc03"],
+        "accounting-pc04.hosts": ["02:1a:2b:3c:14:00,192.168.100.104,accounting-pc04"],
     }
 
 

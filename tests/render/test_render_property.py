@@ -27,7 +27,7 @@ LAYOUT = Layout()
 MAC = r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}"
 HOSTNAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTS_LINE = re.compile(
-    rf"(?P<macs>{MAC}(?:,{MAC})*),set:kitting-pc(?:,(?P<ip>192\.168\.100\.\d{{1,3}}))?"
+    rf"(?P<macs>{MAC}(?:,{MAC})*)(?:,(?P<ip>192\.168\.100\.\d{{1,3}}))?"
     rf",(?P<host>{HOSTNAME})"
 )
 # Characters that would split or extend a dnsmasq line if they ever got through.

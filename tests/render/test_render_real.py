@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -253,7 +254,7 @@ def test_pcs_get_boot_files_by_architecture_through_the_rendered_firewall(
     assert sent, "log-dhcp shows every option sent"
     assert not [t for t in sent if " router " in t or " dns-server " in t]
     assert probes.dnsmasq_tags(dnsmasq.output(), UNKNOWN_MAC) >= {"kitting-efi64"}
-    assert "kitting-pc" not in probes.dnsmasq_tags(dnsmasq.output(), UNKNOWN_MAC)
+    assert "known" not in probes.dnsmasq_tags(dnsmasq.output(), UNKNOWN_MAC)
 
     # A PC added to the site repo: its new file is read without any signal.
     with_new = replace(desired, departments={**desired.departments, "new": _new_department()})
@@ -262,6 +263,16 @@ def test_pcs_get_boot_files_by_architecture_through_the_rendered_firewall(
     assert dnsmasq.wait_for_output(f"read {new_hosts}", timeout=5.0), dnsmasq.output()[-2000:]
     newly = probes.dhcp(vnet.procs, newcomer, client_arch=0, tries=2, pause=4)
     assert isinstance(newly, probes.DhcpLease) and newly.boot_file == "pxelinux.0"
+
+    # A PC that holds a lease leaves the site: its file goes, a SIGHUP drops its
+    # reservation (dnsmasq 2.90 aborted here while reservations set a tag of their own).
+    Path(f"{layout.dhcp_hosts_dir}/field-lt01.hosts").unlink()
+    assert dnsmasq.wait_for_output("field-lt01.hosts removed", timeout=5.0)
+    dnsmasq.send_signal(signal.SIGHUP)
+    gone = probes.dhcp(vnet.procs, laptop, client_arch=7, tries=2, pause=4)
+    assert dnsmasq.running(), dnsmasq.output()[-2000:]
+    assert isinstance(gone, probes.DhcpLease) and gone.boot_file is None
+    assert 10 <= int(str(gone.address.ip).rsplit(".", 1)[1]) <= 100  # the pool, not .30
 
     # TFTP through the firewall: the menu the BIOS PC would read, byte for byte.
     vnet.assign(bios_pc, str(bios.address))

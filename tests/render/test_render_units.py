@@ -44,8 +44,8 @@ def test_pc_with_two_macs_and_no_fixed_address_gets_one_line_per_mac() -> None:
     hosts = render.all(_basic()).artifacts["/etc/kitting/dhcp-hosts/sales-pc01.hosts"]
     assert _text(hosts) == [
         "# managed by kitctl; edits are reverted",
-        "aa:bb:cc:00:01:01,set:kitting-pc,sales-pc01",
-        "aa:bb:cc:00:01:02,set:kitting-pc,sales-pc01",
+        "aa:bb:cc:00:01:01,sales-pc01",
+        "aa:bb:cc:00:01:02,sales-pc01",
     ]
     assert hosts.origins == (
         "",
@@ -57,16 +57,14 @@ def test_pc_with_two_macs_and_no_fixed_address_gets_one_line_per_mac() -> None:
 def test_fixed_address_with_two_macs_is_one_line_listing_both() -> None:
     rendered = render.all(rc.cases()["ganesha"])
     hosts = rendered.artifacts["/etc/kitting/dhcp-hosts/field-lt01.hosts"]
-    assert _text(hosts)[1:] == [
-        "02:11:22:33:44:01,02:11:22:33:44:02,set:kitting-pc,192.168.100.30,field-lt01"
-    ]
+    assert _text(hosts)[1:] == ["02:11:22:33:44:01,02:11:22:33:44:02,192.168.100.30,field-lt01"]
     assert hosts.origin_of_line(2) == "departments.field.pcs[0]"
 
 
 def test_proxy_mode_leaves_out_fixed_addresses_and_says_so() -> None:
     rendered = render.all(rc.cases()["proxy"])
     hosts = rendered.artifacts["/etc/kitting/dhcp-hosts/sales-pc02.hosts"]
-    assert _text(hosts)[1:] == ["aa:bb:cc:00:02:01,set:kitting-pc,sales-pc02"]
+    assert _text(hosts)[1:] == ["aa:bb:cc:00:02:01,sales-pc02"]
     assert any("fixed addresses (pcs[].ip) are not applied" in n for n in rendered.notes)
 
 
@@ -92,8 +90,8 @@ def test_boot_files_by_architecture_and_only_for_known_pcs() -> None:
     main = render.all(_basic()).artifacts[LAYOUT.dnsmasq_conf]
     boots = [t for t in _text(main) if t.startswith("dhcp-boot=")]
     assert boots == [
-        "dhcp-boot=tag:kitting-pc,tag:kitting-bios,pxelinux.0",
-        "dhcp-boot=tag:kitting-pc,tag:kitting-efi64,shimx64.efi",
+        "dhcp-boot=tag:known,tag:kitting-bios,pxelinux.0",
+        "dhcp-boot=tag:known,tag:kitting-efi64,shimx64.efi",
     ]
     matches = [t for t in _text(main) if t.startswith("dhcp-match=")]
     assert matches == [
@@ -105,7 +103,7 @@ def test_boot_files_by_architecture_and_only_for_known_pcs() -> None:
 
 def test_secure_boot_off_hands_uefi_clients_grub_directly() -> None:
     main = render.all(rc.cases()["no-secure-boot"]).artifacts[LAYOUT.dnsmasq_conf]
-    number, text = _line_with(main, "dhcp-boot=tag:kitting-pc,tag:kitting-efi64,")
+    number, text = _line_with(main, "dhcp-boot=tag:known,tag:kitting-efi64,")
     assert text.endswith(",grubx64.efi")
     assert main.origin_of_line(number) == "site.boot.uefi_loader"
 
