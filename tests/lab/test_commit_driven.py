@@ -11,8 +11,9 @@ firewall there; simulated PCs in their own namespaces boot against it with real 
    restores the real Clonezilla image from the controller's sender, is verified byte for
    byte, reports, and after its "reboot" gets local boot; `kitctl audit show B` lists the
    files it wrote and every PC's arming, success and disarming;
-3. commit C removes pc8: its reservation and both per-PC boot files are gone and it now
-   boots as an unknown PC; nobody is armed again (never twice for one request);
+3. commit C removes pc8 (and so lowers the batch's clients_to_wait to 7: an edited batch,
+   a new request): its reservation is gone and it boots as an unknown PC; none of the
+   seven PCs that ran the job is armed again (`pc_held`), no session starts;
 4. commit D is invalid: refused, nothing changes, the server keeps serving.
 
 Also: a PC that is not in the site repo gets an address but no boot file; a kitting PC
