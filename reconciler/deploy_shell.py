@@ -140,7 +140,7 @@ class DeployShell:
         prerequisites: Prerequisites | None = None,
         listen: Listen = report_listener.bind,
         localize: tftp_log.Localize = datetime.astimezone,
-        leases: str = dhcp_leases.DEFAULT_PATH,
+        leases: str | None = None,
         job_log: str = drbl_files.JOB_LOG,
     ) -> None:
         self.root = root
@@ -157,7 +157,7 @@ class DeployShell:
         self.prerequisites = prerequisites or self._prerequisites
         self.listen = listen
         self.localize = localize
-        self.leases = leases
+        self.leases = leases or layout.dhcp_leases
         """dnsmasq's lease file (as the programs see it; read under the root)."""
         self.job_log = job_log
         """ocsmgrd's job log, read with the DRBL backend."""

@@ -21,9 +21,9 @@ from ipaddress import AddressValueError, IPv4Address
 from reconciler import fields
 
 DEFAULT_PATH = "/var/lib/misc/dnsmasq.leases"
-"""dnsmasq's compiled-in lease file on Debian/Ubuntu (the package's unit passes none, and the
-reconciler's drop-in sets no dhcp-leasefile, so a --dhcp-leasefile given on the command line,
-as the lab does, stays in force)."""
+"""dnsmasq's compiled-in lease file on Debian/Ubuntu, and `Layout.dhcp_leases` by default:
+the reconciler's drop-in names it (`dhcp-leasefile=`), so the controller reads the file
+dnsmasq writes wherever the layout puts it (the lab's is under its run directory)."""
 
 MAX_LINES = 200_000
 """More lines than any kitting network has leases: the rest is not read."""

@@ -24,3 +24,6 @@ class Layout:
     # dnsmasq writes its log here (log-facility); the controller reads its TFTP lines to
     # see which PC fetched its per-PC boot file (one-shot arming).
     dnsmasq_log: str = "/var/log/kitting/dnsmasq.log"
+    # dnsmasq's lease file (rendered as dhcp-leasefile=; Debian's default path): the
+    # controller reads it to tell which PC a multicast receiver with a pool address is.
+    dhcp_leases: str = "/var/lib/misc/dnsmasq.leases"

@@ -216,13 +216,14 @@ class LabServices:
             "--keep-in-foreground",
             f"--conf-file={self.layout.dnsmasq_conf}",
             "--log-facility=-",
-            f"--dhcp-leasefile={self.private / 'dnsmasq.leases'}",
+            f"--dhcp-leasefile={self.layout.dhcp_leases}",
             f"--pid-file={self.private / 'dnsmasq.pid'}",
         ]
         # The rendered file's log-facility wins over --log-facility=-: dnsmasq writes its log
         # to that file (the reconciler reads its TFTP lines), whose directory must exist.
         log = Path(self.layout.dnsmasq_log)
         log.parent.mkdir(parents=True, exist_ok=True)
+        Path(self.layout.dhcp_leases).parent.mkdir(parents=True, exist_ok=True)
         before = len(_text(log))  # a restart's readiness is in what this start writes
         proc = self._procs.start(argv, netns=self.netns, name="dnsmasq")
         self._wait(proc, lambda: "started, version" in proc.output() + _text(log)[before:], "start")

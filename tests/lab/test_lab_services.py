@@ -39,6 +39,8 @@ def _lab(vnet: VirtualNetwork, base: Path) -> tuple[LabServices, Layout, Path]:
         ganesha_conf=str(etc / "ganesha-kitting.conf"),
         sshd_dropin=str(etc / "sshd" / "00-kitting.conf"),
         nft_file=str(etc / "kitting.nft"),
+        dnsmasq_log=str(base / "log" / "dnsmasq.log"),  # never the machine's own files
+        dhcp_leases=str(base / "leases" / "dnsmasq.leases"),
     )
     Path(layout.dnsmasq_conf).write_text(
         "interface=e0\nbind-dynamic\nport=0\n"

@@ -130,6 +130,7 @@ def test_every_server_path_moves_under_the_tree() -> None:
         "sshd_dropin": f"{ROOT}/etc/ssh/sshd_config.d/00-kitting.conf",
         "state_dir": f"{ROOT}/var/lib/kitting",
         "dnsmasq_log": f"{ROOT}/var/log/kitting/dnsmasq.log",
+        "dhcp_leases": f"{ROOT}/var/lib/misc/dnsmasq.leases",
     }
     assert Settings(source="/x", paths=paths).layout() == Layout(**paths)
     assert (str(TREE.tftp_root), str(TREE.private)) == (f"{ROOT}/srv/tftp", f"{ROOT}/run/lab")

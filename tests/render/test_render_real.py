@@ -184,6 +184,7 @@ def _live_site(tmp: Path) -> tuple[Desired, Layout]:
         dnsmasq_conf=str(tmp / "kitting.conf"),
         dhcp_hosts_dir=str(tmp / "dhcp-hosts"),
         dnsmasq_log="-",  # dnsmasq's word for stderr, which this test reads
+        dhcp_leases=str(tmp / "leases"),  # the rendered file names it: never the machine's
     )
     return replace(base, site=site, departments=departments), layout
 
@@ -221,7 +222,7 @@ def test_pcs_get_boot_files_by_architecture_through_the_rendered_firewall(
     assert loaded.ok, loaded.text
     argv = ["dnsmasq", "--no-daemon", f"--conf-file={layout.dnsmasq_conf}"]
     # root: the TFTP root is in pytest's private tmp dir; the rest is the rendered file.
-    argv += ["--user=root", f"--dhcp-leasefile={tmp_path / 'leases'}", "--pid-file="]
+    argv += ["--user=root", "--pid-file="]
     dnsmasq = vnet.procs.start([*argv, "--log-facility=-"], netns=srv.netns, name="dnsmasq")
     assert dnsmasq.wait_for_output("TFTP root is", timeout=5.0), dnsmasq.output()
 
