@@ -112,6 +112,8 @@ class Event(StrEnum):
     batch_disarmed = "batch_disarmed"
     session_requested = "session_requested"
     session_adopted = "session_adopted"
+    wake_requested = "wake_requested"
+    pc_woken = "pc_woken"
     pc_joined = "pc_joined"
     pc_imaging = "pc_imaging"
     pc_succeeded = "pc_succeeded"

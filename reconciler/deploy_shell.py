@@ -13,7 +13,9 @@ a window edge, a job report, a boot-file fetch, a session's news):
 3. the new state is written (atomically) BEFORE anything is done about it, then the log
    position and the session news are marked as consumed;
 4. the session commands run (their outcomes are facts of the next step);
-5. every event goes to the audit log with the commit, and a batch that ended gets its
+5. every event goes to the audit log with the commit; then the wake-on-LAN commands are
+   sent (reconciler.wake; best effort, each PC's result audited as `pc_woken`, a failure
+   never stops the step), and a batch that ended gets its
    history document under the images root's `logs/` (reconciler.batch_history); a
    capture that succeeded gets the SHA-256 of every file of its new image audited
    (`image_captured`), ready to be pinned as the Image's manifest by a follow-up commit;
@@ -34,7 +36,7 @@ import posixpath
 import shutil
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +53,7 @@ from reconciler import (
     images,
     report_listener,
     tftp_log,
+    wake,
 )
 from reconciler import deployment_rules as rules
 from reconciler.audit import AuditLog, CommitInfo, Event, Result
@@ -70,6 +73,8 @@ from reconciler.deployments import (
     ReportReceived,
     Requirement,
     StartSession,
+    StopSession,
+    WakePcs,
 )
 from reconciler.desired import Action, Desired, Image
 from reconciler.host import HostPathError, LocalHost
@@ -91,6 +96,8 @@ Prerequisites = Callable[[Desired], Mapping[Requirement, str]]
 ImageFactsSource = Callable[[Desired, DeploymentState, datetime], Mapping[str, ImageFacts]]
 Listen = Callable[[str, int], socket.socket]
 Wake = Callable[[str], None]
+WakeOnLan = Callable[[str, Sequence[str]], Mapping[str, str | None]]
+"""Send magic packets out of an interface to MACs; each MAC's error or None (`wake.send`)."""
 
 _BLOCKING_KINDS = {
     images.Kind.missing: "ImageMissing",
@@ -142,6 +149,7 @@ class DeployShell:
         localize: tftp_log.Localize = datetime.astimezone,
         leases: str | None = None,
         job_log: str = drbl_files.JOB_LOG,
+        wake_on_lan: WakeOnLan = wake.send,
     ) -> None:
         self.root = root
         self.layout = layout
@@ -161,6 +169,8 @@ class DeployShell:
         """dnsmasq's lease file (as the programs see it; read under the root)."""
         self.job_log = job_log
         """ocsmgrd's job log, read with the DRBL backend."""
+        self.wake_on_lan = wake_on_lan
+        """Sends the magic packets, in this process's network namespace (the controller's)."""
         self.wake: Wake = lambda reason: None
         """Set by the controller's loop: wakes it (a report arrived)."""
         self._lock = threading.Lock()
@@ -235,13 +245,16 @@ class DeployShell:
         for command in result.commands:
             if isinstance(command, StartSession):
                 self._outcomes.append(self.sessions.start(command))
-            else:
+            elif isinstance(command, StopSession):
                 self.sessions.stop(command)
         for event in result.events:
             self._record(audit, event, commit)
             log.bind(target=event.pc or event.batch or "deployments").info(
                 f"{event.kind.value} ({event.reason}): {event.message}"
             )
+        for command in result.commands:
+            if isinstance(command, WakePcs):
+                self._wake(command, audit, commit)
         self._captured(result, desired, audit, commit)
         self._history(state, result.state, desired, audit, commit)
         self.sessions.forget(result.state.batches.keys())
@@ -616,6 +629,38 @@ class DeployShell:
             details=dict(details),
             commit=commit,
         )
+
+    def _wake(self, command: WakePcs, audit: AuditLog, commit: CommitInfo | None) -> None:
+        """Send the magic packets; audit each PC's result. Never raises: waking is a help,
+        the PCs can still be switched on by hand while the window is open."""
+        log = self._log.bind(commit=commit.sha[:12] if commit else None)
+        try:
+            sent = dict(self.wake_on_lan(command.interface, command.macs))
+        except Exception as error:  # a sender must not stop the step; say why, per PC
+            log.bind(target=command.key).error(f"wake-on-LAN failed: {error}")
+            sent = dict.fromkeys(command.macs, f"wake-on-LAN failed: {error}")
+        for host, macs in command.pcs:
+            errors = [f"{mac}: {sent[mac]}" for mac in macs if sent.get(mac, "not sent")]
+            if errors:
+                outcome = Result.failure("; ".join(errors))
+            else:
+                outcome = Result.success(
+                    f"magic packet to {len(macs)} NICs out of {command.interface}"
+                )
+            audit.append(
+                Event.pc_woken,
+                host,
+                outcome,
+                details={
+                    "batch": command.key,
+                    "interface": command.interface,
+                    "macs": list(macs),
+                    "port": wake.PORT,
+                },
+                commit=commit,
+            )
+            line = f"pc_woken: {outcome.status.value}: {outcome.message}"
+            log.bind(target=host).info(line)
 
     def _captured(
         self,

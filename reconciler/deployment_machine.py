@@ -62,6 +62,7 @@ class EventKind(StrEnum):
     session_started = "session_started"
     session_adopted = "session_adopted"
     session_stopped = "session_stopped"
+    wake_requested = "wake_requested"
     pc_armed = "pc_armed"
     pc_disarmed = "pc_disarmed"
     pc_joined = "pc_joined"
@@ -102,7 +103,27 @@ class StopSession:
     """DRBL backend: the command that stops it; native: end the process group of `pid`."""
 
 
-Command = StartSession | StopSession
+@dataclass(frozen=True)
+class WakePcs:
+    """Send wake-on-LAN magic packets out of `interface` to every NIC of these PCs.
+
+    Handed out once per request, in the step that arms the batch (its window opens): that
+    step's state is persisted first, and a batch is armed only from pending or blocked, so
+    no later step (a restart included) hands it out again. A crash between the saving and
+    the sending loses the wake, never repeats it."""
+
+    key: str
+    batch: str
+    interface: str
+    pcs: tuple[tuple[str, tuple[str, ...]], ...]
+    """(hostname, its MACs), by hostname."""
+
+    @property
+    def macs(self) -> tuple[str, ...]:
+        return tuple(mac for _, macs in self.pcs for mac in macs)
+
+
+Command = StartSession | StopSession | WakePcs
 
 
 @dataclass(frozen=True)
@@ -696,6 +717,27 @@ class Pass:
             )
             self.commands.append(StartSession(key, batch.name, spec))
             self._event(EventKind.session_requested, key, "", "WindowOpen", spec.summary)
+        if armed and batch.wake_on_lan:
+            self._wake(key, {h: pc.macs for h, pc in armed.items()})
+
+    def _wake(self, key: str, pcs: Mapping[str, list[str]]) -> None:
+        """Wake-on-LAN to the PCs armed as the window opened (never to one held, never
+        again for this request: `_open` runs once per request)."""
+        interface = self.desired.site.server.interface
+        command = WakePcs(
+            key,
+            self.records[key].name,
+            interface,
+            tuple((host, tuple(pcs[host])) for host in sorted(pcs)),
+        )
+        self.commands.append(command)
+        self._event(
+            EventKind.wake_requested,
+            key,
+            "",
+            "WindowOpen",
+            f"{len(command.pcs)} PCs, {len(command.macs)} NICs, out of {interface}",
+        )
 
     def _keep(self, key: str, request: rules.Request) -> None:
         """An open batch: follow target changes, a session's end, retries and completion."""

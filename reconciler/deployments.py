@@ -20,6 +20,8 @@ Contract with the shell (the controller and the session runner):
 - StartSession is handed out once per request; report its outcome in the next step's facts
   (SessionStarted with the PID, or SessionFailed). A start whose outcome never arrives is
   taken as lost and never retried. StopSession repeats while the sender is seen alive.
+- WakePcs (a batch with `wake_on_lan`) is handed out once per request, in the step that
+  arms it; sending it is best effort and reports nothing back.
 - `facts.alive_pids` covers every PID in the state and in this step's SessionStarted facts.
 - Observations are what happened since the last step; duplicates are harmless.
 - Wake a step promptly when dnsmasq sends a per-PC file: the time until that step is the
@@ -62,6 +64,7 @@ from reconciler.deployment_machine import (
     StartSession,
     Step,
     StopSession,
+    WakePcs,
     earlier_boot,
 )
 from reconciler.deployment_rules import request_hash
@@ -98,6 +101,7 @@ __all__ = [
     "StartSession",
     "Step",
     "StopSession",
+    "WakePcs",
     "preview",
     "request_hash",
     "step",

@@ -326,6 +326,10 @@ class Batch(Model):
     on_failure: OnFailure = OnFailure.hold
     """hold: a PC that failed or missed the session boots locally and is flagged.
     retry-unicast: it is offered a unicast restore in the same window."""
+    wake_on_lan: bool = Field(default=False, strict=True)
+    """When the window opens, send a wake-on-LAN magic packet to every NIC of each PC armed
+    then (UDP broadcast to port 9 out of the kitting interface), once. The PCs' firmware
+    must have wake-on-LAN enabled."""
 
 
 KINDS: dict[str, type[Model]] = {
