@@ -39,8 +39,9 @@ EXPECTED_WRITABLE = {
 }
 # Not the reconciler's to create: exportfs's state (nfs-utils) and the operator's images.
 NOT_CREATED = {"/var/lib/nfs", "/home/partimag"}
-# Layout paths the controller only reads: dnsmasq writes its log, the controller tails it.
-READ_ONLY_LAYOUT = {"dnsmasq_log"}
+# Layout paths the controller only reads: dnsmasq writes its log and leases, the controller
+# reads them.
+READ_ONLY_LAYOUT = {"dnsmasq_log", "dhcp_leases"}
 DNSMASQ_LOG_DIR = "/var/log/kitting"
 
 
