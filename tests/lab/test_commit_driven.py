@@ -309,7 +309,9 @@ def test_commits_drive_a_kitting_day(
     caused = _audit(lab, capsys, commit_b)
     events = [(entry["event"], entry["target"]) for entry in caused]
     hostnames = [pc.hostname for pc in lab.pcs]
-    for event in ("pc_armed", "pc_succeeded", "pc_disarmed"):
+    # pc_imaging too: udp-sender names its receivers by address; pc3's is from the pool
+    # and is known by dnsmasq's lease file
+    for event in ("pc_armed", "pc_imaging", "pc_succeeded", "pc_disarmed"):
         assert sorted(t for e, t in events if e == event) == sorted(hostnames), event
     assert ("commit_applied", "main") in events
     assert any(e == "session_started" for e, _ in events)
