@@ -591,7 +591,7 @@ class Pass:
             if report.kind is None
             or (
                 report.kind.restores == (self.records[key].action is Action.restore)
-                and report.image == self.records[key].image
+                and report.names(self.records[key].image)
             )
         ]
         # The job that was seen running sent it, most likely; else the armed one.
@@ -612,7 +612,7 @@ class Pass:
             return
         expected_kind = record.action is Action.restore
         if report.kind is not None and (
-            report.kind.restores != expected_kind or report.image != record.image
+            report.kind.restores != expected_kind or not report.names(record.image)
         ):
             self._event(
                 EventKind.report_ignored,

@@ -15,6 +15,13 @@ ocs-sr, one opening then one part per partition:
     Unicast restored IMAGE, /dev/sda1, ***FAIL***, .100 mins; ...
     Saved IMAGE, /dev/sda1, success, 955 MB, .250 mins, 3820.0 MB/min; ...
 
+A capture's opening names the image repository rather than the image: ocs-sr's
+`image_save` opens the report with `Saved $(dirname IMAGE_DIR),`, so a real capture of
+master-2026 into /home/partimag reports `Saved /home/partimag, /dev/sda1, success, ...`
+(captured from Clonezilla's own ocs-sr savedisk in tests/lab/test_capture.py; only an LVM
+save names the image). Such a report says which PC saved what partitions, not which image:
+it is taken to be the capture that PC was armed for (`JobReport.names`).
+
 The status is `success` when partclone (or ntfsclone, partimage, dd) exited 0, else
 `***FAIL***`. Only a report whose every partition says `success` counts as success: a
 udp-receiver's own words prove nothing (it can claim completion having written nothing).
@@ -25,6 +32,7 @@ only parsed fields (never the raw text) reach messages. Purely computational.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +44,8 @@ MAX_LINE = 8192
 """Bytes. A report of 64 partitions is about 4 KB; ocsmgrd itself sets no limit."""
 
 MAX_EFI_WORDS = 8
+_REPOSITORY = re.compile(r"/[A-Za-z0-9._+@/-]{0,254}")
+"""An image repository as ocs-sr names it in a capture report (e.g. /home/partimag)."""
 
 SUCCESS = "success"
 FAIL = "***FAIL***"
@@ -93,6 +103,16 @@ class JobReport:
     opening_lost: bool = False
     """From ocsmgrd's job log, which dropped the report's first words (see parse_joblog):
     the partitions are there, which job and image they belong to is not."""
+    repository: str = ""
+    """A capture report that names the image repository (an absolute path) instead of
+    the image; `image` is then empty."""
+
+    def names(self, image: str) -> bool:
+        """Is this a report of a job on `image`? A capture naming only the repository it
+        saved into counts as one for whatever image the PC was armed to capture."""
+        if self.kind is ReportKind.capture and self.repository and not self.image:
+            return True
+        return self.image == image
 
     @property
     def outcome(self) -> ReportOutcome:
@@ -109,6 +129,8 @@ class JobReport:
             return f"restored (job and image not logged by ocsmgrd): {parts}"
         if self.kind is None:
             return "report without a Clonezilla result"
+        if self.repository:
+            return f"{self.kind.value} into {self.repository}: {parts}"
         return f"{self.kind.value} {self.image}: {parts}"
 
 
@@ -135,6 +157,11 @@ def parse(line: str | bytes) -> JobReport:
     if not rest or not rest[0].endswith(","):
         return JobReport(ip, mac, efi, kind, "", ())
     image = rest[0][:-1]
+    if kind is ReportKind.capture and image.startswith("/"):
+        if _REPOSITORY.fullmatch(image) is None:
+            raise ReportError(f"{_shown(image)} is not an image repository path")
+        partitions = _partitions(" ".join(rest[1:]))
+        return JobReport(ip, mac, efi, kind, "", partitions, repository=image)
     try:
         fields.image_name(image)
     except ValueError:

@@ -784,6 +784,26 @@ def test_a_capture_does_not_overwrite_an_existing_image() -> None:
     )
 
 
+def test_a_capture_report_naming_the_repository_finishes_the_capture() -> None:
+    """Clonezilla's savedisk report says `Saved /home/partimag, ...` (the repository it
+    saved into, not the image: tests/lab/test_capture.py met it); a restore's names the
+    image, and a capture naming another image is still the wrong job."""
+    master = {"hostname": "master01", "macs": [UNKNOWN_MAC], "disk": {"device": "sda"}}
+    capture = batch(action="capture", mode="unicast", image="master", targets={"pcs": ["master01"]})
+    line = f"192.168.100.99 {UNKNOWN_MAC} Saved %s, /dev/sda1, success, 5.6 MB, .034 mins;"
+    t = berlin("2026-03-02 09:30")
+    wrong = Run(desired(capture, department=lab(extra=[master])))
+    wrong.at(NINE, images={})
+    ignored = wrong.at(t, ReportReceived(line % "other-image", t), images={})
+    assert kinds(ignored) == [("report_ignored", "master01", "WrongJob")]
+    run = Run(desired(capture, department=lab(extra=[master])))
+    run.at(NINE, images={})
+    result = run.at(t, ReportReceived(line % "/home/partimag", t), images={})
+    [record] = result.state.batches.values()
+    assert record.pcs["master01"].phase is PcPhase.succeeded
+    assert (record.phase, record.outcome) == (BatchPhase.finished, Outcome.succeeded)
+
+
 # ------------------------------------------------------------------------ DRBL backend
 
 

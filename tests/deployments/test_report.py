@@ -94,6 +94,42 @@ def test_capture_report() -> None:
     assert report.outcome is ReportOutcome.succeeded
 
 
+# What Clonezilla's own `ocs-sr savedisk master-2026 loop7` sent from a lab PC (its
+# image_save opens the report with `Saved $(dirname IMAGE_DIR),`: the repository).
+REAL_CAPTURE = (
+    "192.168.100.101 02:df:df:25:11:00 Saved /home/partimag, /dev/loop7p1, success, "
+    "600.1 KB = 1172 Blocks, .035 mins; /dev/loop7p2, success, 5.6 MB = 1370 Blocks, .034 mins;"
+)
+
+
+def test_a_real_capture_report_names_the_repository_not_the_image() -> None:
+    report = parse(REAL_CAPTURE)
+    assert report.kind is ReportKind.capture
+    assert (report.image, report.repository) == ("", "/home/partimag")
+    assert report.partitions == (
+        PartitionResult("/dev/loop7p1", "success", ("600.1 KB = 1172 Blocks", ".035 mins")),
+        PartitionResult("/dev/loop7p2", "success", ("5.6 MB = 1370 Blocks", ".034 mins")),
+    )
+    assert report.outcome is ReportOutcome.succeeded
+    assert report.names("master-2026") and report.names("any-other-image")
+    assert report.summary() == (
+        "Saved into /home/partimag: /dev/loop7p1 success, /dev/loop7p2 success"
+    )
+    named = parse("192.168.100.30 02:11:22:33:44:01 Saved master-2026, /dev/sda1, success;")
+    assert named.names("master-2026") and not named.names("other")
+    restore = parse(BIOS_MULTICAST)
+    assert not restore.names("other")
+
+
+def test_only_a_capture_may_name_a_path_and_only_a_plain_one() -> None:
+    with pytest.raises(ReportError, match="not an image name"):
+        parse(
+            "192.168.100.30 02:11:22:33:44:01 Unicast restored /home/partimag, /dev/sda1, success;"
+        )
+    with pytest.raises(ReportError, match="not an image repository path"):
+        parse("192.168.100.30 02:11:22:33:44:01 Saved /home/part$(x), /dev/sda1, success;")
+
+
 @pytest.mark.parametrize(
     "line",
     [
