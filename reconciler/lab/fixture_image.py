@@ -343,7 +343,7 @@ def _save(disk_img: Path, images_root: Path, log: Path) -> tuple[str, list[str]]
     name = device.removeprefix("/dev/")
     made: list[Path] = []
     try:
-        parts = _partition_nodes(name, made)
+        parts = partition_nodes(name, made)
         _run(
             ["ocs-sr", *OCS_OPTIONS, "-or", str(images_root), "savedisk", IMAGE_NAME, name],
             timeout=OCS_TIMEOUT,
@@ -364,8 +364,9 @@ def _save(disk_img: Path, images_root: Path, log: Path) -> tuple[str, list[str]]
     return name, parts
 
 
-def _partition_nodes(name: str, made: list[Path]) -> list[str]:
-    """Make sure /dev/loopNp1 and p2 exist: without udev nobody creates them."""
+def partition_nodes(name: str, made: list[Path]) -> list[str]:
+    """Make sure /dev/loopNp1 and p2 exist: without udev nobody creates them. The nodes
+    this made are appended to `made`: the caller removes them before detaching."""
     sys_dir = Path("/sys/block") / name
     expected = [f"{name}p1", f"{name}p2"]
     if not all((sys_dir / p).is_dir() for p in expected):
