@@ -10,8 +10,6 @@ PC's phase, so that a PC's reboot step can wait until the server has taken its r
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import threading
 import time
@@ -28,12 +26,12 @@ from reconciler.controller import Controller
 from reconciler.deploy_shell import DeployShell, Listen, load_state
 from reconciler.desired import Desired
 from reconciler.lab import labsite
+from reconciler.lab.nsthread import in_netns
 from reconciler.lab.procs import netns_argv
 from reconciler.layout import Layout
 from reconciler.rendered import Artifact
 from reconciler.sessions import SessionRunner
 
-CLONE_NEWNET = 0x40000000
 PAUSE = 0.3
 MAX_SECONDS = 180.0
 SETTLED = "succeeded"
@@ -60,33 +58,10 @@ def batch_window(now: datetime, disk: str, *, slow_client: bool = False) -> labs
 
 
 def listen_in(netns: str) -> Listen:
-    """Bind the report listener inside a namespace: a short-lived thread enters it (a
-    socket stays in the namespace it was made in), then the listener serves from anywhere."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    """Bind the report listener inside a namespace (`nsthread`); it then serves from anywhere."""
 
     def listen(address: str, port: int) -> socket.socket:
-        made: list[socket.socket] = []
-        failed: list[OSError] = []
-
-        def enter() -> None:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-                made.append(report_listener.bind(address, port))
-            except OSError as error:
-                failed.append(error)
-            finally:
-                os.close(fd)
-
-        thread = threading.Thread(target=enter, name="lab-listen")
-        thread.start()
-        thread.join(timeout=10)
-        if failed:
-            raise failed[0]
-        if not made:
-            raise OSError(f"no listener bound in {netns}")
-        return made[0]
+        return in_netns(netns, lambda: report_listener.bind(address, port))
 
     return listen
 

@@ -11,15 +11,11 @@ commit. Nothing is ever sent from the default namespace.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -39,11 +35,9 @@ from reconciler.deployments import (
 )
 from reconciler.desired import Department, Desired
 from reconciler.lab import netns
+from reconciler.lab.nsthread import in_netns
 from reconciler.layout import Layout
 from tests.deployments.deploy_cases import BERLIN, IMAGE, WIN11, batch, site
-
-CLONE_NEWNET = 0x40000000
-T = TypeVar("T")
 
 # ------------------------------------------------------------------------ the packet
 
@@ -73,34 +67,6 @@ def test_a_bad_mac_is_reported_and_sends_nothing() -> None:
 
 
 # ------------------------------------------------------------------------ namespaces
-
-
-def in_netns(ns: str, work: Callable[[], T]) -> T:
-    """Run `work` in a short-lived thread that entered namespace `ns` (setns affects that
-    thread only; a socket made there stays in that namespace)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    done: list[T] = []
-    failed: list[BaseException] = []
-
-    def enter() -> None:
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {ns}")
-            done.append(work())
-        except BaseException as error:
-            failed.append(error)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=enter, name=f"in-{ns}")
-    thread.start()
-    thread.join(timeout=10)
-    if failed:
-        raise failed[0]
-    if not done:
-        raise TimeoutError(f"nothing done in {ns} within 10 s")
-    return done[0]
 
 
 def sender_in(ns: str) -> Callable[[str, Sequence[str]], Mapping[str, str | None]]:
