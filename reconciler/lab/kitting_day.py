@@ -19,7 +19,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from reconciler import report_listener
+from reconciler import report_listener, wake
 from reconciler.audit import AuditLog, CommitInfo
 from reconciler.clock import Clock
 from reconciler.controller import Controller
@@ -87,7 +87,14 @@ def deployments(layout: Layout, clock: Clock, netns: str) -> LabDeployShell:
         clock=clock,
         wrap=lambda argv: netns_argv(netns, argv),
     )
-    return LabDeployShell("/", layout, clock, sessions=runner, listen=listen_in(netns))
+    return LabDeployShell(
+        "/",
+        layout,
+        clock,
+        sessions=runner,
+        listen=listen_in(netns),
+        wake_on_lan=lambda interface, macs: in_netns(netns, lambda: wake.send(interface, macs)),
+    )
 
 
 class ServerLoop:
