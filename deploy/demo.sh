@@ -67,4 +67,7 @@ cat <<EOF
     $kitctl apply --repo $repo --root $root --services none   # restores it, audited as drift_repaired
   Change the site (add a PC to $repo/departments/sales.yaml) and plan again.
   Every file it wrote:  find $root -type f
+  As root: make lab    a whole kitting day rehearsed in network namespaces: the real controller,
+                       dnsmasq, nfs-ganesha, sshd and nftables; PCs restore a real Clonezilla
+                       image by multicast (docs/lab.md)
 EOF
