@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from reconciler import controller, settings
 from reconciler import status as status_file
@@ -37,11 +38,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     nudge = sub.add_parser("reconcile", help="ask the running controller for a pass now")
     nudge.add_argument("--now", action="store_true", required=True)
-    nudge.add_argument("--root", default="/")
+    _where(nudge)
     nudge.set_defaults(run=reconcile_now)
 
     show = sub.add_parser("status", help="the controller's conditions and revisions")
-    show.add_argument("--root", default="/")
+    _where(show)
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.set_defaults(run=show_status)
 
@@ -71,8 +72,32 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _where(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--root", help="server root (default: /, or the settings' root)")
+    cmd.add_argument(
+        "--config",
+        help="the controller's settings file: its root and paths say where its state is "
+        "(default: the default layout under --root)",
+    )
+
+
+def _server(args: argparse.Namespace) -> tuple[str, Layout]:
+    """The root and layout of the controller asked about: from its settings when given."""
+    if args.config is None:
+        return args.root or "/", Layout()
+    if not Path(args.config).is_file():
+        raise settings.SettingsError(f"{args.config}: no such settings file")
+    chosen = settings.read(args.config)
+    return args.root or chosen.root, chosen.layout()
+
+
 def reconcile_now(args: argparse.Namespace) -> int:
-    pid = controller.running_pid(args.root, Layout())
+    try:
+        root, layout = _server(args)
+    except settings.SettingsError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    pid = controller.running_pid(root, layout)
     if pid is None:
         sys.stderr.write("no controller is running for this root; start one with `kitctl run`\n")
         return 1
@@ -89,9 +114,13 @@ def reconcile_now(args: argparse.Namespace) -> int:
 
 
 def show_status(args: argparse.Namespace) -> int:
-    layout = Layout()
-    current = status_file.load(LocalHost(args.root), layout)
-    pid = controller.running_pid(args.root, layout)
+    try:
+        root, layout = _server(args)
+    except settings.SettingsError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    current = status_file.load(LocalHost(root), layout)
+    pid = controller.running_pid(root, layout)
     if args.format == "json":
         body = asdict(current)
         body["running"] = pid is not None

@@ -489,3 +489,20 @@ def test_the_paths_of_the_settings_are_where_the_controller_writes(
     assert not (root / DNSMASQ).exists()
     assert (root / "srv/k/state/status.json").is_file()
     assert not (root / STATE).exists()
+
+    # `kitctl status --config` finds that state; plain --root looks where nothing ran
+    config = root.parent / "reconciler.yaml"
+    config.write_text(
+        f"source: {site.path}\nroot: {root}\nservices: none\n"
+        "paths: {dnsmasq_conf: /srv/k/dnsmasq.conf, state_dir: /srv/k/state}\n"
+    )
+    shown = kitctl("status", "--config", str(config), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["last_applied"] == site.head()
+    plain = kitctl("status", "--root", str(root), "--format", "json")
+    assert json.loads(plain.stdout)["last_applied"] == ""
+    missing = kitctl("status", "--config", str(root / "nope.yaml"))
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"error: {root}/nope.yaml: no such settings file\n",
+    )
