@@ -176,7 +176,8 @@ def _batch_lines(
     what = f"{batch.action.value} {batch.image} by {batch.mode.value}"
     head = f"  batch {batch.name}"
     if moment < request.start:
-        return [f"{head}: pending ({what}); window opens {start.isoformat()}"]
+        wake = "; its PCs are woken (Wake-on-LAN) then" if batch.wake_on_lan else ""
+        return [f"{head}: pending ({what}); window opens {start.isoformat()}{wake}"]
     if moment >= request.end:
         outcome = record.outcome.value if record is not None and record.outcome else "no outcome"
         return [f"{head}: window closed {end.isoformat()}; disarmed ({outcome})"]

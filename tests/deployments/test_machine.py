@@ -883,6 +883,14 @@ def test_preview_of_an_edited_batch_keeps_who_ran_it_on_local_boot() -> None:
     ]
 
 
+def test_preview_says_a_pending_batch_wakes_its_pcs() -> None:
+    run = Run(desired(batch(wake_on_lan=True)))
+    assert preview(run.desired, run.state, berlin("2026-03-02 08:00"))[2] == (
+        "  batch spring: pending (restore win11 by multicast); window opens "
+        "2026-03-02T09:00:00+01:00; its PCs are woken (Wake-on-LAN) then"
+    )
+
+
 def test_preview_shows_a_blocker_when_given_facts() -> None:
     d = desired(batch())
     lines = preview(d, Run(d).state, NINE, facts(images={}))
