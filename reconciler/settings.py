@@ -62,10 +62,13 @@ class Settings(BaseModel):
     server inside one directory."""
 
     @model_validator(mode="after")
-    def _direct_needs_root(self) -> Settings:
-        # the programs read their files at the paths the layout names, never under a root
-        if self.services == "direct" and self.root != "/":
-            raise ValueError("services: direct runs the programs on this server: root must be /")
+    def _live_services_need_root(self) -> Settings:
+        # systemctl, nft and the direct programs act on this machine, never under a root
+        if self.services in ("direct", "systemd") and self.root != "/":
+            raise ValueError(
+                f"services: {self.services} acts on this machine's programs and firewall: "
+                "root must be / (a sandbox root takes services: none or auto)"
+            )
         return self
 
     def layout(self) -> Layout:

@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     layout = common.layout(args)
+    if args.services == "systemd" and args.root != "/":
+        # systemctl and nft act on this machine, whatever the root: a sandbox stays a sandbox
+        sys.stderr.write(
+            f"kitctl apply: --services systemd reloads this machine's programs and loads its "
+            f"firewall; it needs --root / (got {args.root}); a sandbox root takes "
+            "--services none\n"
+        )
+        return reconcile.EXIT_ERROR
     desired = common.desired_or_report(args.repo)
     if desired is None:
         return reconcile.EXIT_ERROR

@@ -563,3 +563,19 @@ def test_review_of_unknown_revisions_and_folders(
     assert err == f"kitctl plan: {site}: no revision 'no-such-branch' in this repository\n"
     code, out, err = kitctl(capsys, "plan", "--repo", str(repo), "--base", "HEAD")
     assert (code, out, err) == (1, "", f"kitctl plan: {repo}: not inside a Git repository\n")
+
+
+def test_systemd_services_are_refused_for_a_sandbox_root(
+    capsys: pytest.CaptureFixture[str], repo: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    code, out, err = kitctl(
+        capsys, "apply", "--repo", str(repo), "--root", str(root), "--services", "systemd"
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        "kitctl apply: --services systemd reloads this machine's programs and loads its "
+        f"firewall; it needs --root / (got {root}); a sandbox root takes --services none\n"
+    )
+    assert list(root.iterdir()) == []  # nothing written, no state either

@@ -81,8 +81,9 @@ def test_every_field_has_a_comment_right_above_it() -> None:
 
 
 def test_direct_services_only_for_the_live_root() -> None:
-    with pytest.raises(settings.SettingsError, match="services: direct runs the programs"):
-        settings.read(EXAMPLE, {"services": "direct", "root": "/srv/sandbox"})
+    for services in ("direct", "systemd"):
+        with pytest.raises(settings.SettingsError, match=f"services: {services} acts on this"):
+            settings.read(EXAMPLE, {"services": services, "root": "/srv/sandbox"})
     assert settings.read(EXAMPLE, {"services": "direct"}).services == "direct"
 
 
