@@ -5,6 +5,8 @@
 # validate -> plan against an empty root -> apply -> plan again (no changes) and a second
 # apply that writes nothing -> audit verify. The sandbox root is emptied first, so every run
 # starts the same way; no service is signalled and nothing outside the root is written.
+# Only a folder that is empty or that an earlier demo made (it holds the marker file
+# .kitting-demo-root) is ever emptied; any other existing path is refused.
 # Any step that fails stops the demo with a non-zero exit status.
 set -euo pipefail
 kitctl=$1 repo=$2 root=$3
@@ -17,12 +19,23 @@ fail() { printf '\ndemo failed: %s\n' "$*" >&2; exit 1; }
 # Every file and folder under the root with its inode, modification time and size.
 state_of() { find "$1" -printf '%p %i %T@ %s\n' | LC_ALL=C sort; }
 
-# The root is deleted first: never a folder that holds the site repo or the current folder.
+# The root is deleted first: never a folder that holds the site repo or the current folder,
+# and never one the demo did not make (no marker) unless it is empty.
+marker=.kitting-demo-root
 abs_root=$(realpath -m -- "$root")
 for inside in "$(realpath -m -- "$repo")" "$PWD"; do
   [[ $abs_root != / && $inside/ != "$abs_root"/* ]] || fail "refusing to use $root as the sandbox root"
 done
+if [[ -L $root || (-e $root && ! -d $root) ]]; then
+  fail "refusing to use $root as the sandbox root: it exists and is not a folder; choose another DEMO_ROOT"
+elif [[ -d $root && ! -f $root/$marker && -n $(ls -A -- "$root") ]]; then
+  fail "refusing to delete $root: it is not empty and no earlier demo made it (no $marker in it);
+choose an empty or new folder as DEMO_ROOT, or remove $root yourself if it is a demo root"
+fi
 rm -rf -- "$root"
+mkdir -p -- "$root"
+echo "made by make demo (deploy/demo.sh); the next demo deletes this folder" >"$root/$marker"
+empty=$(state_of "$root")
 
 step "1. validate the site repo ($repo)"
 "$kitctl" validate --repo "$repo"
@@ -38,7 +51,7 @@ sed -n '1,/^Actions:/p' <<<"$plan"
 head -n 4 <<<"$listed"
 echo "  ... and $((actions - 4)) more: every PC's reservation, the boot menus, NFS, firewall, services"
 echo "(without --no-diff, each action comes with a unified diff; --format markdown makes a PR comment)"
-[[ ! -e $root ]] || fail "plan wrote under $root"
+[[ $(state_of "$root") == "$empty" ]] || fail "plan wrote under $root"
 
 step "3. apply into the sandbox root (--services none: nothing is reloaded for real)"
 "$kitctl" apply --repo "$repo" --root "$root" --services none
@@ -51,7 +64,7 @@ head -n 1 <<<"$plan"
 before=$(state_of "$root")
 "$kitctl" apply --repo "$repo" --root "$root" --services none | tail -n 1
 [[ $(state_of "$root") == "$before" ]] || fail "the second apply changed files under $root"
-files=$(find "$root" -type f | wc -l)
+files=$(find "$root" -type f ! -path "$root/$marker" | wc -l)
 echo "All $files files under $root unchanged (same inode, modification time and size)."
 
 step "5. the audit log: hash-chained, one line per action"
