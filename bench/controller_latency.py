@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
         git(repo, "config", "user.email", "bench@example.org")
         git(repo, "add", "--all")
         git(repo, "commit", "--quiet", "-m", "Example site")
-        command = [sys.executable, "-m", "reconciler", "run", "--config", str(work / "none.yaml")]
+        command = [sys.executable, "-m", "reconciler", "run", "--config", os.devnull]
         command += ["--source", str(repo), "--root", str(root), "--services", "none"]
         command += ["--interval", "3600", "--drift-interval", "3600"]
         with open(work / "controller.log", "wb") as log:

@@ -7,6 +7,7 @@ is and whom to trust, so they never come from the repo itself.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from reconciler import load
 from reconciler.desired import AllowedSigner
 from reconciler.fields import absolute_path
 from reconciler.layout import Layout
+from reconciler.load import Positions
+from reconciler.validate import Origin, Reporter, _report_pydantic, _shown
 
 DEFAULT_PATH = "/etc/kitting/reconciler.yaml"
 
@@ -85,25 +88,87 @@ class Settings(BaseModel):
         return Layout(**self.paths)
 
 
-def read(path: str | Path, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from a YAML file (if it exists) with command-line overrides on top."""
-    data: dict[str, Any] = {}
+def read(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, required: bool = False
+) -> Settings:
+    """Settings from a YAML file with command-line overrides on top.
+
+    A file that does not exist is no settings at all, unless `required` (the operator named
+    it): then it is an error. Problems read like `kitctl validate`'s: FILE:LINE:COL, the
+    field, and what would be valid; a value given on the command line is named by its flag.
+    """
     file = Path(path)
-    if file.exists():
-        documents, problems = load.parse(str(file), file.read_text(encoding="utf-8"))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    text: str | None = None
+    if required or file.exists():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: no such settings file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise SettingsError(f"{path}: cannot read the settings file: {error}") from None
+    data: dict[str, Any] = {}
+    if text is not None:
+        documents, problems = load.parse(str(path), text)
         if problems:
             raise SettingsError("\n".join(p.text() for p in problems))
         if documents and isinstance(documents[0].data, dict):
             data = dict(documents[0].data)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        elif documents and documents[0].data is not None:
+            first = documents[0]
+            raise SettingsError(
+                f"{path}:{first.line}:{first.column}: error: expected a mapping of settings "
+                f"(key: value), got {_shown(first.data)}"
+            )
+    data.update(given)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        ]
-        raise SettingsError("\n".join(lines)) from None
+        raise SettingsError(_explain(exc, str(path), text, given)) from None
+
+
+def _explain(exc: ValidationError, path: str, text: str | None, given: dict[str, Any]) -> str:
+    """One line per problem, worded by the site repo's validation (reconciler.validate)."""
+    report = Reporter(Positions({path: text or ""}), path)
+    origin = Origin(path, 0)
+    flags: list[str] = []
+    for raw in exc.errors(include_url=False):
+        error = _reworded(raw)
+        name = str(error["loc"][0]) if error["loc"] else ""
+        flag = "--" + name.replace("_", "-")
+        before = len(report.problems)
+        _report_pydantic(error, Settings, origin, report)
+        if name in given or text is None:
+            for problem in report.problems[before:]:
+                message = problem.message.removeprefix(f"{name}: ")
+                if name in given:
+                    flags.append(f"{flag}: {message}")
+                else:  # no file: the value can only come from the command line
+                    flags.append(f"{message}: give {flag} or write it in {path}")
+            del report.problems[before:]
+    return "\n".join([p.text() for p in sorted(report.problems)] + flags)
+
+
+_CHOICES = re.compile(r"\^\(([A-Za-z0-9_-]+(?:\|[A-Za-z0-9_-]+)+)\)\$")
+
+
+def _reworded(error: Any) -> Any:
+    """pydantic's error in the shape validate words best: a pattern of alternatives is a
+    choice (so the message lists them and suggests the closest), and a model-level error
+    that starts with a field's name belongs to that field (so it gets its position)."""
+    loc = tuple(error["loc"])
+    if error["type"] == "string_pattern_mismatch":
+        choices = _CHOICES.fullmatch(str(error.get("ctx", {}).get("pattern", "")))
+        if choices:
+            options = [f"{option!r}" for option in choices.group(1).split("|")]
+            expected = f"{', '.join(options[:-1])} or {options[-1]}"
+            return {**error, "type": "literal_error", "ctx": {"expected": expected}}
+    if not loc and error["type"] == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = message.split(":", 1)[0]
+        if name in Settings.model_fields:
+            return {**error, "loc": (name,), "msg": message}
+    return error
 
 
 class SettingsError(ValueError):

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 from reconciler import controller, settings
 from reconciler import status as status_file
@@ -20,7 +19,10 @@ from reconciler.source import SourceError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_cmd = sub.add_parser("run", help="follow the site repo and keep the server converged")
-    run_cmd.add_argument("--config", default=settings.DEFAULT_PATH, help="operator settings file")
+    run_cmd.add_argument(
+        "--config",
+        help=f"operator settings file (default: {settings.DEFAULT_PATH}, if it exists)",
+    )
     run_cmd.add_argument("--source", help="site repo: local path or URL")
     run_cmd.add_argument("--branch", help="branch to follow (default: main)")
     run_cmd.add_argument("--root", help="server root (default: /)")
@@ -58,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
         "allow_rewrite": args.allow_rewrite,
     }
     try:
-        chosen = settings.read(args.config, overrides)
+        # Only a file the operator named must exist; the default one is optional.
+        chosen = settings.read(
+            args.config or settings.DEFAULT_PATH, overrides, required=args.config is not None
+        )
     except settings.SettingsError as error:
-        sys.stderr.write(f"error: {error}\n")
+        _complain(error)
         return 1
     try:
         return controller.Controller(chosen, clock=SystemClock()).run(once=args.once)
@@ -70,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1
+
+
+def _complain(error: settings.SettingsError) -> None:
+    """Each problem on its own line; those placed in the file already say `error:`."""
+    for line in str(error).splitlines():
+        sys.stderr.write(f"{line}\n" if ": error: " in line else f"error: {line}\n")
 
 
 def _where(cmd: argparse.ArgumentParser) -> None:
@@ -85,9 +96,7 @@ def _server(args: argparse.Namespace) -> tuple[str, Layout]:
     """The root and layout of the controller asked about: from its settings when given."""
     if args.config is None:
         return args.root or "/", Layout()
-    if not Path(args.config).is_file():
-        raise settings.SettingsError(f"{args.config}: no such settings file")
-    chosen = settings.read(args.config)
+    chosen = settings.read(args.config, required=True)
     return args.root or chosen.root, chosen.layout()
 
 
@@ -95,7 +104,7 @@ def reconcile_now(args: argparse.Namespace) -> int:
     try:
         root, layout = _server(args)
     except settings.SettingsError as error:
-        sys.stderr.write(f"error: {error}\n")
+        _complain(error)
         return 1
     pid = controller.running_pid(root, layout)
     if pid is None:
@@ -117,7 +126,7 @@ def show_status(args: argparse.Namespace) -> int:
     try:
         root, layout = _server(args)
     except settings.SettingsError as error:
-        sys.stderr.write(f"error: {error}\n")
+        _complain(error)
         return 1
     current = status_file.load(LocalHost(root), layout)
     pid = controller.running_pid(root, layout)

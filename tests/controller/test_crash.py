@@ -77,7 +77,7 @@ def processes() -> Iterator[list[KitctlRun]]:
 
 
 def run_args(site: SiteRepo, root: Path, tmp_path: Path) -> list[str]:
-    args = ["--config", str(tmp_path / "none.yaml"), "--source", str(site.path)]
+    args = ["--config", os.devnull, "--source", str(site.path)]
     return [*args, "--root", str(root), "--services", "none", "--interval", "3600"]
 
 

@@ -7,6 +7,7 @@ seconds was caused by the trigger under test.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -122,7 +123,7 @@ def test_a_failed_drift_repair_is_retried_with_backoff(
 @pytest.fixture
 def running(site: SiteRepo, root: Path, tmp_path: Path) -> Iterator[KitctlRun]:
     """`kitctl run` on the site, polls and drift checks an hour apart; killed at the end."""
-    args = ["--config", str(tmp_path / "none.yaml"), "--source", str(site.path)]
+    args = ["--config", os.devnull, "--source", str(site.path)]
     args += ["--root", str(root), "--services", "none", "--interval", HOUR]
     process = KitctlRun(tmp_path / "controller.log", *args, "--drift-interval", HOUR)
     try:
@@ -161,7 +162,7 @@ def test_nudge_busy_and_clean_stop(
     assert [e.target for e in events(root, "drift_repaired")] == ["/etc/dnsmasq.d/kitting.conf"]
 
     second = kitctl(
-        "run", "--config", str(tmp_path / "none.yaml"), "--source", str(site.path),
+        "run", "--config", os.devnull, "--source", str(site.path),
         "--root", str(root), "--services", "none", "--once",
     )  # fmt: skip
     assert second.returncode == 1

@@ -9,6 +9,7 @@ Expected values are worked out from the example site (site-repo-example): its po
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_a_force_push_is_refused_once_and_the_server_keeps_its_files(
     assert (refused[0].commit.sha, refused[0].commit.subject) == (rewritten, "Shorter leases")
 
     # A restarted controller judges the head again: still refused, still reported once.
-    args = ["--config", str(tmp_path / "none.yaml"), "--source", str(site.path)]
+    args = ["--config", os.devnull, "--source", str(site.path)]
     args += ["--root", str(root), "--services", "none", "--once"]
     again = kitctl("run", *args)
     assert again.returncode == 1, again.stderr
