@@ -10,6 +10,7 @@ import json
 import sys
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 
 from reconciler import audit
 from reconciler.clock import Clock, SystemClock
@@ -58,11 +59,35 @@ def _root(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--root", default="/", help="server root (default: /)")
 
 
+def _missing_state(root: str) -> str | None:
+    """Why there is no audit log to read under `root`, or None. A root that does not exist
+    or has no state folder is a mistake (a typo in --root), not an empty log: only a server
+    the reconciler has worked on has the folder, and its log may be empty."""
+    if not Path(root).is_dir():
+        return f"--root {root}: no such directory"
+    state = audit.log_path(root).parent
+    if not state.is_dir():
+        return (
+            f"--root {root}: no reconciler state here ({state} does not exist): "
+            "nothing has been applied to this root; is --root right?"
+        )
+    return None
+
+
+def _refused(args: argparse.Namespace) -> bool:
+    problem = _missing_state(args.root)
+    if problem is not None:
+        sys.stderr.write(f"kitctl audit {args.audit_command}: {_printable(problem)}\n")
+    return problem is not None
+
+
 def run_verify(args: argparse.Namespace) -> int:
     try:
         anchors = [audit.Anchor.parse(text) for text in args.anchor]
     except ValueError as exc:
         return _usage(str(exc))
+    if _refused(args):
+        return _PROBLEMS
     log = audit.log_path(args.root)
     report = audit.verify(log, audit.head_path(args.root), anchors)
     if args.format == "json":
@@ -99,6 +124,8 @@ def run_log(args: argparse.Namespace) -> int:
         since = audit.parse_since(args.since, CLOCK.now()) if args.since else None
     except ValueError as exc:
         return _usage(f"--since: {exc}")
+    if _refused(args):
+        return _PROBLEMS
     entries, skipped = audit.read(audit.log_path(args.root))
     _note_skipped(skipped)
     commit = None
@@ -115,6 +142,8 @@ def run_log(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if _refused(args):
+        return _PROBLEMS
     entries, skipped = audit.read(audit.log_path(args.root))
     _note_skipped(skipped)
     try:

@@ -72,9 +72,35 @@ def test_verify_with_a_stale_anchor_or_a_bad_one(
     assert "SEQ:SHA256" in err
 
 
-def test_verify_an_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_a_server_with_an_empty_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "var" / "lib" / "kitting").mkdir(parents=True)
     code, out, _ = _run(capsys, "verify", "--root", str(tmp_path))
-    assert (code, out) == (0, f"{audit.log_path(tmp_path)}: ok, empty\n")
+    assert (code, out) == (0, f"{tmp_path}/var/lib/kitting/audit.jsonl: ok, empty\n")
+
+
+def test_a_root_that_does_not_exist_is_an_error_not_an_empty_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo"
+    for argv in (["verify"], ["log"], ["show", "a1a1a1a1"]):
+        code, out, err = _run(capsys, *argv, "--root", str(typo))
+        assert (code, out) == (1, "")
+        assert err == f"kitctl audit {argv[0]}: --root {typo}: no such directory\n"
+    assert not typo.exists()  # read-only: nothing made
+
+
+def test_a_root_without_state_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(capsys, "verify", "--root", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"kitctl audit verify: --root {tmp_path}: no reconciler state here "
+        f"({tmp_path}/var/lib/kitting does not exist): nothing has been applied to this "
+        "root; is --root right?\n"
+    )
 
 
 LOG_TEXT = [
