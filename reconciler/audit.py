@@ -685,7 +685,11 @@ def resolve_commit(entries: Iterable[Entry], prefix: str) -> str:
     when none or several commits match. Purely computational."""
     wanted = prefix.strip().lower()
     if not _SHA_PREFIX.fullmatch(wanted):
-        raise ValueError(f"{prefix!r} is not a commit SHA or prefix (4-64 hex digits)")
+        raise ValueError(
+            f"{prefix!r} is not a commit SHA or prefix (4-64 hex digits); the audit log "
+            "knows commits only by SHA, not by names like HEAD or a branch "
+            "(`git rev-parse NAME` in the site repo gives the SHA)"
+        )
     shas = sorted({e.commit.sha for e in entries if e.commit and e.commit.sha.startswith(wanted)})
     if not shas:
         raise UnknownCommit(f"no audit entry names a commit starting with {wanted}")

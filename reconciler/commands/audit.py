@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     log = actions.add_parser("log", help="list audit entries, oldest first")
     _root(log)
-    log.add_argument("--commit", metavar="SHA", help="only entries caused by this commit")
+    log.add_argument(
+        "--commit", metavar="SHA", help="only entries caused by this commit (SHA, hex)"
+    )
     log.add_argument(
         "--since", metavar="TIME", help="ISO 8601 time, a date, or an age (90s, 15m, 2h, 3d, 1w)"
     )
@@ -49,7 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     log.set_defaults(run=run_log)
 
     show = actions.add_parser("show", help="everything one commit caused on this server")
-    show.add_argument("sha", metavar="SHA", help="commit SHA or a prefix of at least 4 digits")
+    show.add_argument(
+        "sha",
+        metavar="SHA",
+        help="a commit SHA (hex) or a prefix of at least 4 hex digits; not a name like HEAD",
+    )
     _root(show)
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.set_defaults(run=run_show)

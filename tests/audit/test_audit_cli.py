@@ -91,6 +91,17 @@ def test_a_root_that_does_not_exist_is_an_error_not_an_empty_log(
     assert not typo.exists()  # read-only: nothing made
 
 
+def test_show_head_says_the_log_knows_commits_by_sha(
+    tmp_path: Path, sample: Sample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample(tmp_path)
+    code, out, err = _run(capsys, "show", "HEAD", "--root", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.startswith("kitctl audit: 'HEAD' is not a commit SHA or prefix (4-64 hex digits)")
+    assert "not by names like HEAD" in err
+    assert "git rev-parse NAME" in err
+
+
 def test_a_root_without_state_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
