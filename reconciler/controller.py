@@ -31,7 +31,7 @@ from types import FrameType
 import watchfiles
 from loguru import logger
 
-from reconciler import deploy_shell, journal, reconcile, snapshot
+from reconciler import apply, deploy_shell, journal, reconcile, snapshot
 from reconciler import status as status_file
 from reconciler.audit import AuditLog, CommitInfo, Event, Result
 from reconciler.checks import window_bounds
@@ -153,8 +153,12 @@ class Controller:
             push_notes=settings.notes.push,
         )
         self.status = status_file.load(self.state_host, self.layout)
+        # a sandbox (services none, or auto with a root other than /) reaches no network
+        live = settings.services in ("systemd", "direct") or (
+            settings.services == "auto" and settings.root == "/"
+        )
         self.deployments = deployments or deploy_shell.DeployShell(
-            self.root, self.layout, clock, backend=Backend(settings.backend)
+            self.root, self.layout, clock, backend=Backend(settings.backend), live=live
         )
         self._applied: Desired | None = None
         self._applied_loaded = False
@@ -259,6 +263,7 @@ class Controller:
             extra=extra,
             nfs_writers=writers,
         )
+        self.deployments.settle(applied=report.ok, why=_failures(report))
         if report.ok:
             self._applied, self._applied_loaded = validation.desired, True
             self.source.mark_applied(head)
@@ -307,6 +312,7 @@ class Controller:
             extra=extra,
             nfs_writers=writers,
         )
+        self.deployments.settle(applied=report.ok, why=_failures(report))
         repaired = tuple(r.target for r in report.results if r.reason == "DriftRepaired")
         firewall = tuple(
             "firewall" for r in report.results if r.action == "firewall" and r.status.value == "ok"
@@ -346,12 +352,13 @@ class Controller:
         """
         log = logger.bind(commit=info.sha[:12], target="deployments")
         try:
-            artifacts = self.deployments.step(desired, audit, info)
+            artifacts = self.deployments.step(desired, audit, info, hold=True)
             return artifacts, self.deployments.nfs_writers(desired)
         except deploy_shell.DeploymentStateError as error:
             log.error(f"deployments paused, nobody is armed: {error}")
         except Exception as error:  # a bug: arm nobody rather than act on a half-done step
             log.exception(f"deployment step failed, nobody is armed: {error}")
+        self.deployments.settle(applied=False, why="the deployment step failed")
         return (), ()
 
     def _last_applied_desired(self) -> Desired | None:
@@ -721,3 +728,7 @@ def _watch_local(source: str, wakeup: _Wakeup, stop: threading.Event) -> threadi
     thread = threading.Thread(target=watch, name="kitting-watch", daemon=True)
     thread.start()
     return thread
+
+
+def _failures(report: apply.Report) -> str:
+    return "; ".join(f"{r.target}: {r.reason}" for r in report.results if r.status.value != "ok")

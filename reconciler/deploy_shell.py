@@ -72,6 +72,7 @@ from reconciler.deployments import (
     ReportOrigin,
     ReportReceived,
     Requirement,
+    SessionFailed,
     StartSession,
     StopSession,
     WakePcs,
@@ -150,8 +151,13 @@ class DeployShell:
         leases: str | None = None,
         job_log: str = drbl_files.JOB_LOG,
         wake_on_lan: WakeOnLan = wake.send,
+        live: bool = True,
     ) -> None:
         self.root = root
+        self.live = live
+        """False for a sandbox (services none, a root other than /): the state machine runs
+        and the per-PC files are written under the root, but no sender is started, no
+        magic packet is sent and no port is bound: nothing reaches the kitting network."""
         self.layout = layout
         self.clock = clock
         self.host = LocalHost(root)
@@ -185,15 +191,26 @@ class DeployShell:
         self._listener_error = "the report listener has not been started"
         self._verdicts: dict[str, ImageFacts] = {}
         self._said: set[str] = set()
+        self._held: list[tuple[StartSession | WakePcs, AuditLog, CommitInfo | None]] = []
         self._log = logger.bind(target="deployments", commit=None)
 
     # ------------------------------------------------------------------ the step
 
     def step(
-        self, desired: Desired, audit: AuditLog, commit: CommitInfo | None
+        self,
+        desired: Desired,
+        audit: AuditLog,
+        commit: CommitInfo | None,
+        *,
+        hold: bool = False,
     ) -> tuple[Artifact, ...]:
-        """One deployment step for `desired` (the state being applied); the per-PC files."""
+        """One deployment step for `desired` (the state being applied); the per-PC files.
+
+        With `hold`, the step's session starts and wakes wait for `settle`: the controller
+        steps a commit before applying it (its per-PC files are part of the apply), and a
+        sender must not start, nor a PC wake, for a commit whose apply then fails."""
         log = self._log.bind(commit=commit.sha[:12] if commit else None)
+        self._held = []
         self._ensure_listener(desired)
         tail = self._tail_reader()
         state = self._load()
@@ -243,24 +260,59 @@ class DeployShell:
         self._outcomes = []
         self._first = False
         for command in result.commands:
-            if isinstance(command, StartSession):
-                self._outcomes.append(self.sessions.start(command))
-            elif isinstance(command, StopSession):
+            if isinstance(command, StopSession):  # stopping is always safe: at once
                 self.sessions.stop(command)
         for event in result.events:
             self._record(audit, event, commit)
             log.bind(target=event.pc or event.batch or "deployments").info(
                 f"{event.kind.value} ({event.reason}): {event.message}"
             )
-        for command in result.commands:
-            if isinstance(command, WakePcs):
-                self._wake(command, audit, commit)
+        self._held = [
+            (command, audit, commit)
+            for command in result.commands
+            if isinstance(command, StartSession | WakePcs)
+        ]
+        if not hold:
+            self.settle(applied=True)
         self._captured(result, desired, audit, commit)
         self._history(state, result.state, desired, audit, commit)
         self.sessions.forget(result.state.batches.keys())
+        return result.artifacts
+
+    def settle(self, *, applied: bool, why: str = "") -> None:
+        """Carry out the held session starts and wakes of the last step once its files are
+        applied; when the apply failed, start nothing: each held session is reported failed
+        (its multicast PCs are then missed, never imaged later by a sender nobody expects)
+        and no PC is woken."""
+        held, self._held = self._held, []
+        now = self.clock.now()
+        for command, audit, commit in held:
+            log = self._log.bind(commit=commit.sha[:12] if commit else None, target=command.key)
+            if not applied or not self.live:
+                reason = (
+                    f"the apply of this commit failed: {why or 'see the audit log'}"
+                    if not applied
+                    else "a sandbox (services none or a root other than /) starts no sender "
+                    "and sends no packet"
+                )
+                if isinstance(command, StartSession):
+                    self._outcomes.append(SessionFailed(command.key, f"not started: {reason}", now))
+                else:
+                    for host, _macs in command.pcs:
+                        audit.append(
+                            Event.pc_woken,
+                            host,
+                            Result.failure(f"not sent: {reason}"),
+                            details={"batch": command.key, "interface": command.interface},
+                            commit=commit,
+                        )
+                log.warning(f"{type(command).__name__} not carried out: {reason}")
+            elif isinstance(command, StartSession):
+                self._outcomes.append(self.sessions.start(command))
+            else:
+                self._wake(command, audit, commit)
         if self._outcomes:
             self.wake("session")
-        return result.artifacts
 
     def nfs_writers(self, desired: Desired) -> tuple[nfs.Writer, ...]:
         """The master PCs of capture batches that are armed or running and not done: each
@@ -405,6 +457,9 @@ class DeployShell:
         return LogTail(log_path, position)
 
     def _ensure_listener(self, desired: Desired) -> None:
+        if not self.live:
+            self._listener_error = "a sandbox binds no port: job reports are not taken"
+            return
         if self.backend is Backend.drbl:
             # Port 6461 is DRBL's: drbl-ocs kills any ocsmgrd and starts its own for every
             # session, and ocsmgrd binds the port on every address. Binding it here would make

@@ -73,9 +73,14 @@ class LabDeployShell(DeployShell):
     last_artifacts: tuple[Artifact, ...] = ()
 
     def step(
-        self, desired: Desired, audit: AuditLog, commit: CommitInfo | None
+        self,
+        desired: Desired,
+        audit: AuditLog,
+        commit: CommitInfo | None,
+        *,
+        hold: bool = False,
     ) -> tuple[Artifact, ...]:
-        self.last_artifacts = super().step(desired, audit, commit)
+        self.last_artifacts = super().step(desired, audit, commit, hold=hold)
         return self.last_artifacts
 
 
