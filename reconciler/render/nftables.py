@@ -18,14 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
+from reconciler.checks import PORT_SPAN
 from reconciler.desired import Desired, DhcpMode, Site
 from reconciler.layout import Layout
 from reconciler.render._lines import Lines
 from reconciler.rendered import Artifact, Check, Effect, Service
 
 TABLE = "inet kitting"
-MAX_PARTITIONS = 32
-"""udpcast ports opened per multicast port base: 2 per partition, up to this many partitions."""
+MAX_PARTITIONS = PORT_SPAN // 2
+"""udpcast ports opened per multicast port base: 2 per partition, up to this many partitions,
+the same span validation keeps between overlapping sessions (checks.PORT_SPAN) and the most
+a session serves (deployment_session.MAX_PARTITIONS)."""
 REPORT_PORT = 6461
 """Clonezilla clients report a finished job here (ocsmgrd's port)."""
 
@@ -145,7 +148,7 @@ def _multicast_ranges(desired: Desired) -> list[tuple[Interval, str]]:
     for batch in sorted(desired.batches.values(), key=lambda b: b.name):
         if batch.multicast.port is not None:
             bases.append((batch.multicast.port, f"batches.{batch.name}.multicast.port"))
-    spans = sorted(((port, port + 2 * MAX_PARTITIONS - 1), origin) for port, origin in bases)
+    spans = sorted(((port, port + PORT_SPAN - 1), origin) for port, origin in bases)
     merged: list[tuple[Interval, str]] = []
     for (first, last), origin in spans:
         if merged and first <= merged[-1][0][1] + 1:

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from reconciler import render
+from reconciler.deployment_session import PartitionStream, multicast_runs
 from reconciler.desired import Action, Desired, Mode
 from reconciler.layout import Layout
 from reconciler.render import pxe
@@ -146,8 +147,41 @@ def test_dnsmasq_is_bound_to_the_kitting_interface_only() -> None:
 def test_firewall_opens_the_site_and_batch_multicast_ranges_merged() -> None:
     nft = render.all(rc.cases()["ganesha"]).artifacts[LAYOUT.nft_file]
     ranges = re.findall(r"udp dport (\d+-\d+) accept", nft.content.decode())
-    # site 2232 and batch 'autumn' 2260 overlap (2232-2295, 2260-2323); 'spring' 3000 does not.
-    assert ranges == ["2232-2323", "3000-3063"]
+    # 16 partitions of 2 ports from each base: site 2232 (2232-2263) and batch 'autumn' 2260
+    # (2260-2291) overlap and merge; 'spring' 3000 (3000-3031) does not.
+    assert ranges == ["2232-2291", "3000-3031"]
+
+
+def test_firewall_opens_exactly_the_ports_of_the_largest_session_validation_allows() -> None:
+    # Validation keeps overlapping sessions 32 ports apart, and a session serves at most 16
+    # partitions; the 16th partition sends on base + 30 and base + 31 (udpcast's two ports).
+    nft = render.all(_basic()).artifacts[LAYOUT.nft_file].content.decode()
+    assert re.findall(r"udp dport (\d+-\d+) accept", nft) == ["2232-2263"]
+    sixteen = [PartitionStream(f"sda{i}", (f"/x/sda{i}.aa",)) for i in range(1, 17)]
+    runs = multicast_runs(
+        sixteen,
+        interface="enp3s0",
+        portbase=2232,
+        data_group=IPv4Address("239.192.0.1"),
+        ttl=1,
+        min_receivers=1,
+        max_wait=60,
+        start_timeout=None,
+        max_bitrate=None,
+    )
+    assert (runs[0].portbase, runs[-1].portbase + 1) == (2232, 2263)
+    with pytest.raises(ValueError, match="at most 16 partitions"):
+        multicast_runs(
+            [*sixteen, PartitionStream("sda17", ("/x/sda17.aa",))],
+            interface="enp3s0",
+            portbase=2232,
+            data_group=IPv4Address("239.192.0.1"),
+            ttl=1,
+            min_receivers=1,
+            max_wait=60,
+            start_timeout=None,
+            max_bitrate=None,
+        )
 
 
 def test_ssh_defaults_to_the_admin_range_and_explicit_sources_replace_it() -> None:
