@@ -44,8 +44,10 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -m integration
 
+# The project's copy and the example site repo's own (its modelines point there).
 schemas: setup
 	$(BIN)/kitctl schema --write schemas
+	$(BIN)/kitctl schema --write site-repo-example/schemas
 
 bench: setup
 	$(BIN)/python bench/run.py

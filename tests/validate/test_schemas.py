@@ -16,6 +16,8 @@ from reconciler import load, schemas
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 EXAMPLE = ROOT / "site-repo-example"
+# The example is a site repo as users copy it: it carries its own copy of the schemas.
+EXAMPLE_SCHEMAS = EXAMPLE / "schemas"
 MODELINE = re.compile(r"# yaml-language-server: \$schema=(\S+)\n")
 EXAMPLE_FILES = sorted(p.relative_to(EXAMPLE).as_posix() for p in EXAMPLE.rglob("*.y*ml"))
 
@@ -37,15 +39,25 @@ def example_documents(relative: str) -> list[load.Document]:
     return documents
 
 
-def test_committed_schemas_match_the_models() -> None:
+@pytest.mark.parametrize("folder", [SCHEMAS, EXAMPLE_SCHEMAS], ids=lambda p: p.name)
+def test_committed_schemas_match_the_models(folder: Path) -> None:
     rendered = schemas.all_rendered()
-    on_disk = {p.name: p.read_text(encoding="utf-8") for p in SCHEMAS.glob("*.json")}
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.json")}
     stale = sorted(name for name in rendered if on_disk.get(name) != rendered[name])
     extra = sorted(set(on_disk) - set(rendered))
     assert not stale and not extra, (
-        f"schemas/ is out of date with reconciler/desired.py (differs: {stale}, "
-        f"no longer generated: {extra}); regenerate with `make schemas` and commit the result"
+        f"{folder.relative_to(ROOT)}/ is out of date with reconciler/desired.py (differs: "
+        f"{stale}, no longer generated: {extra}); regenerate with `make schemas` and commit"
     )
+
+
+def test_the_loader_reads_the_examples_yaml_not_its_schemas() -> None:
+    loaded = load.repo(EXAMPLE)
+    assert loaded.problems == []
+    files = {d.file for d in loaded.documents}  # relative to the repo
+    assert files == set(EXAMPLE_FILES)
+    assert (EXAMPLE_SCHEMAS / "site.schema.json").is_file()  # there, and not read as a document
+    assert not any(f.startswith("schemas/") for f in files)
 
 
 def test_there_is_one_schema_per_kind() -> None:
@@ -71,7 +83,7 @@ def test_every_example_file_names_the_schema_of_its_kind(relative: str) -> None:
     kinds = {d.data["kind"] for d in example_documents(relative)}
     assert len(kinds) == 1, f"{relative} mixes kinds {sorted(kinds)}: one schema per file"
     target = (path.parent / modeline.group(1)).resolve()
-    assert target == SCHEMAS / schemas.file_name(kinds.pop())
+    assert target == EXAMPLE_SCHEMAS / schemas.file_name(kinds.pop())
     assert target.is_file()
 
 
