@@ -68,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
         _complain(error)
         return 1
     try:
-        return controller.Controller(chosen, clock=SystemClock()).run(once=args.once)
+        ctl = controller.Controller(chosen, clock=SystemClock())
+        code = ctl.run(once=args.once)
+        ready = ctl.status.condition(status_file.READY)
+        if args.once and code != 0 and ready is not None:
+            # said once in the log when it happened; a repeated --once says it again here
+            sys.stderr.write(f"not ready ({ready.reason}): {ready.message}\n")
+        return code
     except controller.ControllerBusy as error:
         sys.stderr.write(f"error: {error}\n")
         return 1

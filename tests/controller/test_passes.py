@@ -160,6 +160,10 @@ def test_a_force_push_is_refused_once_and_the_server_keeps_its_files(
     again = kitctl("run", *args)
     assert again.returncode == 1, again.stderr
     assert len(events(root, "commit_refused")) == 1
+    # not audited again, but --once still says why it is not ready
+    assert again.stderr.splitlines()[-1].startswith(
+        f"not ready (HistoryRewritten): {rewritten[:12]} refused; the server keeps {pushed[:12]}"
+    )
     assert files_under(root) == kept
 
     # The operator allows the rewrite: the same head is applied.
