@@ -16,6 +16,9 @@ from reconciler.host import LocalHost
 from reconciler.layout import Layout
 from reconciler.source import SourceError
 
+STATUS_WIDTH = 400
+"""Characters of a condition's message in `kitctl status` (`--format json` has them all)."""
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_cmd = sub.add_parser("run", help="follow the site repo and keep the server converged")
@@ -146,16 +149,20 @@ def show_status(args: argparse.Namespace) -> int:
         return 0
     print(f"controller: {f'running (pid {pid})' if pid else 'not running'}")
     for condition in current.conditions:
-        print(
-            f"{condition.type:<12} {condition.status!s:<5} {condition.reason:<20} {condition.message}"
-        )
+        # one line each: a message of many problems (one per line) reads as a list
+        message = "; ".join(line.strip() for line in condition.message.splitlines() if line.strip())
+        if len(message) > STATUS_WIDTH:
+            message = message[: STATUS_WIDTH - 1] + "…"
+        print(f"{condition.type:<12} {condition.status!s:<5} {condition.reason:<20} {message}")
     print(f"last attempted: {current.last_attempted or '-'}")
     print(f"last applied:   {current.last_applied or '-'}")
     if current.refused:
         print(f"refused:        {current.refused} ({current.refused_reason})")
-    print(
-        f"drift:          {', '.join(current.drift) or 'none'} (checked {current.last_drift_check or 'never'})"
-    )
+    if current.last_drift_check:
+        drift = f"{', '.join(current.drift) or 'none'} (checked {current.last_drift_check})"
+    else:
+        drift = "not checked yet"
+    print(f"drift:          {drift}")
     print(f"next pass:      {current.next_pass or '-'}")
     for window in current.open_windows:
         print(f"open window:    {window.batch} {window.start} .. {window.end}")

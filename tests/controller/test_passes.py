@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from reconciler import audit
+from reconciler import status as status_file
 from reconciler.clock import FixedClock
+from reconciler.host import LocalHost
+from reconciler.layout import Layout
 from reconciler.rendered import Service
 from reconciler.services import NoServices, ServiceError
 
@@ -473,7 +476,7 @@ def test_status_command(site: SiteRepo, root: Path, clock: FixedClock) -> None:
     assert lines[4:] == [
         f"last attempted: {head}",
         f"last applied:   {head}",
-        "drift:          none (checked never)",
+        "drift:          not checked yet",
         "next pass:      -",
         "open window:    sales-2026-12-07 2026-12-07T09:00:00+09:00 .. 2026-12-07T12:00:00+09:00",
     ]
@@ -511,3 +514,20 @@ def test_the_paths_of_the_settings_are_where_the_controller_writes(
         1,
         f"error: {root}/nope.yaml: no such settings file\n",
     )
+
+
+def test_the_text_status_keeps_one_line_per_condition(root: Path) -> None:
+    two = "abc123: site.yaml:3:1: error: one\nsite.yaml:9:5: error: two\n"
+    now = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    saved = status_file.Status(updated=now.isoformat()).with_condition(
+        "Stalled", True, "ValidationFailed", two, now
+    )
+    status_file.save(LocalHost(str(root)), Layout(), saved)
+    text = kitctl("status", "--root", str(root)).stdout.splitlines()
+    assert text[1].split(None, 3) == [
+        "Stalled",
+        "True",
+        "ValidationFailed",
+        "abc123: site.yaml:3:1: error: one; site.yaml:9:5: error: two",
+    ]
+    assert text[-2:] == ["drift:          not checked yet", "next pass:      -"]
