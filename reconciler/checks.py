@@ -58,6 +58,7 @@ class PcAt:
 
     department: str
     index: int
+    """The PC's index in its document (a PC left out for its errors still counts)."""
     pc: Pc
     origin: Origin
 
@@ -85,8 +86,8 @@ def run(draft: Draft, where: Where, declared: dict[str, set[str]], report: Repor
 
 def _pcs(desired: Draft | Desired, where: Where) -> Iterator[PcAt]:
     for name in sorted(desired.departments):
-        for index, pc in enumerate(desired.departments[name].pcs):
-            yield PcAt(name, index, pc, where.departments[name])
+        for kept, pc in enumerate(desired.departments[name].pcs):
+            yield PcAt(name, where.pc_index(name, kept), pc, where.departments[name])
 
 
 def _hosts(subnet: IPv4Network) -> str:
@@ -332,7 +333,8 @@ def _references(
             report.at(
                 where.departments[name],
                 ("image",),
-                f"image {dept.image!r} is not defined{suggest(dept.image, sorted(images))}; "
+                f"image {dept.image!r} is not defined{where.unread_hint(dept.image)}"
+                f"{suggest(dept.image, sorted(images))}; "
                 f"defined images: {', '.join(sorted(images)) or 'none'}",
             )
     for name, batch in desired.batches.items():
@@ -341,7 +343,8 @@ def _references(
             report.at(
                 origin,
                 ("image",),
-                f"image {batch.image!r} is not defined{suggest(batch.image, sorted(images))}; "
+                f"image {batch.image!r} is not defined{where.unread_hint(batch.image)}"
+                f"{suggest(batch.image, sorted(images))}; "
                 f"defined images: {', '.join(sorted(images)) or 'none'}",
             )
         for index, dept_name in enumerate(batch.targets.departments):
@@ -349,15 +352,18 @@ def _references(
                 report.at(
                     origin,
                     ("targets", "departments", index),
-                    f"department {dept_name!r} is not defined{suggest(dept_name, sorted(departments))}; "
+                    f"department {dept_name!r} is not defined{where.unread_hint(dept_name)}"
+                    f"{suggest(dept_name, sorted(departments))}; "
                     f"defined departments: {', '.join(sorted(departments)) or 'none'}",
                 )
         for index, hostname in enumerate(batch.targets.pcs):
-            if hostname.casefold() not in hostnames:
+            folded = hostname.casefold()
+            if folded not in hostnames and folded not in where.dropped_hostnames:
                 report.at(
                     origin,
                     ("targets", "pcs", index),
-                    f"no PC has hostname {hostname!r}{suggest(hostname, all_hostnames)}; "
+                    f"no PC has hostname {hostname!r}{where.unread_hint(hostname)}"
+                    f"{suggest(hostname, all_hostnames)}; "
                     "list hostnames of PCs defined in a department",
                 )
         if not batch.targets.departments and not batch.targets.pcs:
@@ -526,11 +532,16 @@ def _batches(
     for name in sorted(desired.batches):
         batch, origin = desired.batches[name], where.batches[name]
         zone = ZoneInfo(batch.window.timezone or site.timezone)
+        # The site's zone is broken (and reported): a local time read in it cannot be judged.
+        unknown_zone = where.site_zone_guessed and batch.window.timezone is None
         for edge in ("start", "end"):
             moment: datetime = getattr(batch.window, edge)
-            if moment.tzinfo is None and (problem := _local_problem(moment, zone)):
+            if unknown_zone or moment.tzinfo is not None:
+                continue
+            if problem := _local_problem(moment, zone):
                 report.at(origin, ("window", edge), problem)
-        bounds = window_bounds(desired, batch)
+        naive = batch.window.start.tzinfo is None or batch.window.end.tzinfo is None
+        bounds = None if unknown_zone and naive else window_bounds(desired, batch)
         if bounds is not None:
             start, end = bounds
             if end <= start:
@@ -551,8 +562,11 @@ def _batches(
                         Severity.warning,
                     )
         chosen = targets[name]
-        counted = not (set(batch.targets.departments) & where.partial)
-        if batch.clients_to_wait is not None and counted:
+        # PCs left out for their errors may be among the targets: counts are not final then.
+        counted = not (set(batch.targets.departments) & where.partial) and not any(
+            hostname.casefold() in where.dropped_hostnames for hostname in batch.targets.pcs
+        )
+        if batch.clients_to_wait is not None:
             if batch.mode is Mode.unicast:
                 report.at(
                     origin,
@@ -560,7 +574,7 @@ def _batches(
                     "clients_to_wait only applies to multicast batches: remove it",
                     Severity.warning,
                 )
-            elif chosen and batch.clients_to_wait > len(chosen):
+            elif counted and chosen and batch.clients_to_wait > len(chosen):
                 report.at(
                     origin,
                     ("clients_to_wait",),
@@ -568,7 +582,7 @@ def _batches(
                     f"(valid: 1 to {len(chosen)})",
                 )
         if batch.action is Action.capture:
-            if len(chosen) != 1:
+            if counted and len(chosen) != 1:
                 report.at(
                     origin,
                     ("targets",),

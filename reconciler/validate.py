@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from reconciler import checks
-from reconciler.desired import KINDS, Batch, Department, Desired, Image, Model, Pc, Site
+from reconciler.desired import KINDS, Batch, Department, Desired, Image, Model, Site
 from reconciler.load import Document, Loaded, Path_, Positions, dotted, gc_paused
 from reconciler.problems import Problem, Severity, errors
 
@@ -79,18 +79,15 @@ def run(loaded: Loaded) -> Validation:
 def _run(loaded: Loaded) -> Validation:
     report = Reporter(Positions(loaded.texts), loaded.root)
     report.problems.extend(loaded.problems)
-    built: list[tuple[Model, Origin]] = []
-    salvaged: set[Origin] = set()
+    built: list[tuple[Model, Origin, Salvage | None]] = []
     declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
     for document in loaded.documents:
-        before = len(report.problems)
-        model = _structure(document, report, declared)
-        origin = Origin(document.file, document.index)
-        if model is not None:
-            built.append((model, origin))
-            if len(report.problems) > before:
-                salvaged.add(origin)
-    draft, where = _assemble(built, report, declared, salvaged, bool(loaded.unread))
+        found = _structure(document, report, declared)
+        if found is not None:
+            built.append((found[0], Origin(document.file, document.index), found[1]))
+    draft, where = _assemble(built, report, declared, bool(loaded.unread))
+    # A file that stopped early may hold what a reference names: say so next to "not defined".
+    where.unread = {file: loaded.texts.get(file) for file in loaded.unread}
     checks.run(draft, where, declared, report)
     # The order of Problem's fields, as one key per problem: far fewer comparisons made
     # through dataclass __lt__ when every one of 50,000 PCs has a problem.
@@ -108,7 +105,10 @@ def _run(loaded: Loaded) -> Validation:
 # ------------------------------------------------------------------------- structure
 
 
-def _structure(document: Document, report: Reporter, declared: dict[str, set[str]]) -> Model | None:
+def _structure(
+    document: Document, report: Reporter, declared: dict[str, set[str]]
+) -> tuple[Model, Salvage | None] | None:
+    """The document's model, or what could be salvaged of it (with how), or None."""
     origin = Origin(document.file, document.index)
     data = document.data
     if not isinstance(data, dict):
@@ -134,7 +134,7 @@ def _structure(document: Document, report: Reporter, declared: dict[str, set[str
     declared[kind].add(name if isinstance(name, str) else "")
     model_class = KINDS[kind]
     try:
-        return model_class.model_validate(data)
+        return model_class.model_validate(data), None
     except ValidationError as exc:
         found = exc.errors(include_url=False)
         # A typo'd key already says "did you mean 'x'"; "missing 'x'" would only repeat it.
@@ -149,25 +149,151 @@ def _structure(document: Document, report: Reporter, declared: dict[str, set[str
             ):
                 continue
             _report_pydantic(error, model_class, origin, report)
-        return _salvage(model_class, data)
+        return _salvage(model_class, data, found)
 
 
-def _salvage(model_class: type[Model], data: dict[str, Any]) -> Model | None:
-    """A department without its broken PCs, so the good ones still take part in the
-    cross-document checks (duplicate MACs, references) of this same run."""
-    if model_class is not Department or not isinstance(data.get("pcs"), list):
-        return None
-    good = []
-    for pc in data["pcs"]:
-        try:
-            Pc.model_validate(pc)
-        except ValidationError:
+@dataclass(frozen=True)
+class Salvage:
+    """How a document with field errors was still made into a model for the checks across
+    documents, so that one run reports every problem."""
+
+    pcs: tuple[int, ...] | None = None
+    """A department: the index in the document of each PC kept (PCs with errors are left out)."""
+    dropped_hostnames: frozenset[str] = frozenset()
+    """A department: the hostnames (case-folded) written on the PCs left out."""
+    guessed: frozenset[Path_] = frozenset()
+    """Broken fields given a placeholder or their default; checks that would read them as the
+    user's own value must not run."""
+
+
+_DEFAULT = object()
+"""In `_SPARE`: leave the field out, so that it takes its default."""
+
+# Fields that may be broken (or mistyped) without hiding the rest of their document: each
+# is left out to take its default, or given a placeholder, and the result is such that no
+# check across documents can report a problem the user's own value would not have (a
+# default that only switches a check off, or a field that no check reads). The site's time
+# zone is the one exception: windows that depend on it are not checked when it is guessed.
+_SPARE: dict[type[Model], dict[Path_, object]] = {
+    Site: {
+        ("name",): "site",
+        ("timezone",): "UTC",
+        ("server", "hostname"): "server",
+        ("server", "interface"): "eth0",
+        ("server", "serve_dns"): _DEFAULT,
+        ("network", "gateway"): _DEFAULT,
+        ("network", "dns"): _DEFAULT,
+        ("network", "vlan"): _DEFAULT,
+        ("network", "dhcp", "lease_time"): _DEFAULT,
+        ("network", "dhcp", "max_leases"): _DEFAULT,
+        ("network", "admin_range"): _DEFAULT,
+        ("boot",): _DEFAULT,
+        ("images_root",): _DEFAULT,
+        ("multicast", "ttl"): _DEFAULT,
+        ("multicast", "max_bitrate"): _DEFAULT,
+        ("nfs",): _DEFAULT,
+        ("firewall",): _DEFAULT,
+        ("ssh",): _DEFAULT,
+        ("git", "branch"): _DEFAULT,
+        ("git", "require_signed"): _DEFAULT,
+    },
+    Image: {
+        ("description",): _DEFAULT,
+        ("disk", "device"): "sda",
+        ("disk", "size"): _DEFAULT,
+        ("integrity",): _DEFAULT,
+    },
+    Department: {("image",): _DEFAULT, ("description",): _DEFAULT},
+    Batch: {
+        ("overwrite",): _DEFAULT,
+        ("clients_to_wait",): _DEFAULT,
+        ("start_timeout",): _DEFAULT,
+        ("multicast", "max_bitrate"): _DEFAULT,
+        ("after_imaging",): _DEFAULT,
+        ("on_failure",): _DEFAULT,
+        ("wake_on_lan",): _DEFAULT,
+    },
+}
+
+
+def _spare_prefix(model_class: type[Model], loc: Path_) -> Path_ | None:
+    """The shortest prefix of `loc` that may be spared, if any."""
+    spare = _SPARE[model_class]
+    return next((loc[:end] for end in range(1, len(loc) + 1) if loc[:end] in spare), None)
+
+
+def _salvage(
+    model_class: type[Model], data: dict[str, Any], found: list[Any]
+) -> tuple[Model, Salvage] | None:
+    """The document without its broken parts, when leaving them out cannot make a check
+    report something false: a department without its broken PCs (the rest keep their
+    index), a document with an unknown key or a broken field listed in `_SPARE`."""
+    dropped_pcs: set[int] = set()
+    unknown: set[Path_] = set()
+    spared: set[Path_] = set()
+    for error in found:
+        loc: Path_ = tuple(error["loc"])
+        if loc[-1:] == ("[key]",):
+            loc = loc[:-1]
+        if model_class is Department and len(loc) >= 2 and loc[0] == "pcs":
+            if not isinstance(loc[1], int):
+                return None
+            dropped_pcs.add(loc[1])
             continue
-        good.append(pc)
+        if error["type"] == "extra_forbidden":
+            unknown.add(loc)
+            meant = _closest(str(loc[-1]), model_class, loc[:-1])
+            # A typo of a field that a check reads would leave that field at its default.
+            if meant and _spare_prefix(model_class, (*loc[:-1], meant)) is None:
+                return None
+            continue
+        prefix = _spare_prefix(model_class, loc)
+        if prefix is None:
+            return None
+        spared.add(prefix)
+    spare = _SPARE[model_class]
+    fixed = dict(data)
+    for path in sorted(unknown | spared, key=len, reverse=True):
+        if not _replace(fixed, path, spare.get(path, _DEFAULT) if path in spared else _DEFAULT):
+            return None
+    kept: tuple[int, ...] | None = None
+    hostnames: set[str] = set()
+    if dropped_pcs:
+        pcs = data.get("pcs")
+        if not isinstance(pcs, list):
+            return None
+        kept = tuple(i for i in range(len(pcs)) if i not in dropped_pcs)
+        fixed["pcs"] = [pcs[i] for i in kept]
+        for i in dropped_pcs:
+            name = pcs[i].get("hostname") if isinstance(pcs[i], dict) else None
+            if isinstance(name, str):
+                hostnames.add(name.casefold())
     try:
-        return Department.model_validate({**data, "pcs": good})
+        model = model_class.model_validate(fixed)
     except ValidationError:
         return None
+    return model, Salvage(kept, frozenset(hostnames), frozenset(spared))
+
+
+def _replace(data: dict[str, Any], path: Path_, value: object) -> bool:
+    """Set (or with `_DEFAULT`, remove) `path` in `data`, copying the mappings on the way
+    so that the loaded document stays as it was. False when the path crosses a non-mapping."""
+    current = data
+    for part in path[:-1]:
+        inner = current.get(part) if isinstance(part, str) else None
+        if not isinstance(part, str) or not isinstance(inner, dict):
+            return False
+        copied = dict(inner)
+        current[part] = copied
+        current = copied
+    last = path[-1]
+    if not isinstance(last, str):
+        return False
+    if value is _DEFAULT:
+        current.pop(last, None)
+    else:
+        current[last] = value
+    return True
 
 
 def _closest(given: str, model_class: type[BaseModel], parent: Path_) -> str:
@@ -318,13 +444,33 @@ class Where:
     batches: dict[str, Origin] = field(default_factory=dict)
     partial: set[str] = field(default_factory=set)
     """Departments kept without their broken PCs: counts over them are not final."""
+    pc_indexes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """A partial department's kept PCs: the index of each in its document."""
+    dropped_hostnames: set[str] = field(default_factory=set)
+    """Hostnames (case-folded) of PCs left out for their errors: they may be targeted."""
+    site_zone_guessed: bool = False
+    """The Site's time zone is broken: windows read in it are not checked."""
+    unread: dict[str, str | None] = field(default_factory=dict)
+    """Files that could not be read to their end, with their text when it is known."""
+
+    def pc_index(self, department: str, kept: int) -> int:
+        """The index in its document of a department's `kept`-th validated PC."""
+        indexes = self.pc_indexes.get(department)
+        return kept if indexes is None else indexes[kept]
+
+    def unread_hint(self, name: str) -> str:
+        """' (F could not be read)' naming the unread files that may define `name`, or ''."""
+        files = [f for f, text in sorted(self.unread.items()) if text is None or name in text]
+        if not files:
+            return ""
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return f" ({shown} could not be read)"
 
 
 def _assemble(
-    built: list[tuple[Model, Origin]],
+    built: list[tuple[Model, Origin, Salvage | None]],
     report: Reporter,
     declared: dict[str, set[str]],
-    salvaged: set[Origin],
     some_unread: bool,
 ) -> tuple[checks.Draft, Where]:
     where = Where()
@@ -332,9 +478,11 @@ def _assemble(
     images: dict[str, Image] = {}
     departments: dict[str, Department] = {}
     batches: dict[str, Batch] = {}
-    for model, origin in built:
+    site_salvage: dict[Origin, Salvage | None] = {}
+    for model, origin, salvage in built:
         if isinstance(model, Site):
             sites.append((model, origin))
+            site_salvage[origin] = salvage
             continue
         assert isinstance(model, Image | Department | Batch)
         tables: dict[type[Model], tuple[dict[str, Any], dict[str, Origin]]] = {
@@ -354,8 +502,10 @@ def _assemble(
             continue
         table[name] = model
         origins[name] = origin
-        if isinstance(model, Department) and origin in salvaged:
+        if isinstance(model, Department) and salvage is not None and salvage.pcs is not None:
             where.partial.add(name)
+            where.pc_indexes[name] = salvage.pcs
+            where.dropped_hostnames |= salvage.dropped_hostnames
     for _site, origin in sites[1:]:
         first = report.where(sites[0][1], ("kind",))
         report.at(
@@ -368,4 +518,6 @@ def _assemble(
             report.at(None, (), "no 'kind: Site' document: a site repo needs exactly one")
         return checks.Draft(None, images, departments, batches), where
     site, where.site = sites[0]
+    salvage = site_salvage[where.site]
+    where.site_zone_guessed = salvage is not None and ("timezone",) in salvage.guessed
     return checks.Draft(site, images, departments, batches), where
