@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+
+MAX_MESSAGE = 1000
+"""Characters of a message shown; a message quoting a huge value (a 50 MB "MAC") is cut,
+so one bad value cannot flood a terminal, a log line or a pull-request comment."""
+MAX_FIELD = 200
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (+{len(text) - limit} characters)"
 
 
 class Severity(StrEnum):
@@ -27,8 +39,17 @@ class Problem:
     field: str = ""
 
     def text(self) -> str:
-        where = f" ({self.field})" if self.field else ""
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}{where}"
+        shown = self.shown()
+        where = f" ({shown.field})" if shown.field else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {shown.message}{where}"
+
+    def shown(self) -> Problem:
+        """As shown to people and tools: message and field path cut to a readable length."""
+        return replace(
+            self,
+            message=shorten(self.message, MAX_MESSAGE),
+            field=shorten(self.field, MAX_FIELD),
+        )
 
 
 def errors(problems: Iterable[Problem]) -> list[Problem]:
@@ -51,6 +72,6 @@ def format_json(problems: Sequence[Problem], *, valid: bool) -> str:
         "valid": valid,
         "errors": len(errors(problems)),
         "warnings": len(warnings(problems)),
-        "problems": [asdict(p) for p in sorted(set(problems))],
+        "problems": [asdict(p.shown()) for p in sorted(set(problems))],
     }
     return json.dumps(body, indent=2, sort_keys=True) + "\n"
