@@ -316,7 +316,8 @@ def openpgp_fingerprint(value: str) -> str:
 
 
 def principal(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]+)?", value) is None:
+    # starts with a letter, digit or _: never "." or "..", whatever a later use makes of it
+    if re.fullmatch(r"[A-Za-z0-9_%+-][A-Za-z0-9._%+-]*(?:@[A-Za-z0-9.-]+)?", value) is None:
         raise ValueError(
             "a signer principal is an e-mail address or a user name, e.g. 'alice@example.com'"
         )
@@ -417,7 +418,9 @@ OpenPgpFingerprint = Annotated[
     str, AfterValidator(openpgp_fingerprint), _text(r"^[0-9A-Fa-f ]{40,80}$", "OpenPGP fingerprint")
 ]
 Principal = Annotated[
-    str, AfterValidator(principal), _text(r"^[A-Za-z0-9._%+@-]+$", "signer principal")
+    str,
+    AfterValidator(principal),
+    _text(r"^[A-Za-z0-9_%+@-][A-Za-z0-9._%+@-]*$", "signer principal"),
 ]
 
 

@@ -352,7 +352,7 @@ def test_principal_accepts(good: str) -> None:
     assert fields.principal(good) == good
 
 
-@pytest.mark.parametrize("bad", ["alice bob", "a,b", "a@b@c", "", "alice\n"])
+@pytest.mark.parametrize("bad", ["alice bob", "a,b", "a@b@c", "", "alice\n", "..", ".alice"])
 def test_principal_refuses(bad: str) -> None:
     with pytest.raises(ValueError, match="signer principal"):
         fields.principal(bad)
