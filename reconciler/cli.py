@@ -26,8 +26,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 # The controller's log is its product (journald); one-shot commands print their own
-# report on stdout, so their log lines would only repeat it.
-LOGGING_COMMANDS = frozenset({"run", "lab"})
+# report on stdout, so their log lines would only repeat it (the lab keeps every line in
+# its run's logs/kitctl.log).
+LOGGING_COMMANDS = frozenset({"run"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from reconciler import preflight, reconcile, snapshot
+from reconciler import logs, preflight, reconcile, snapshot
 from reconciler.clock import SystemClock
 from reconciler.controller import Controller
 from reconciler.desired import Desired
@@ -89,6 +89,8 @@ from reconciler.status import READY
 
 Progress = Callable[[str], None]
 MAX_PARALLEL = 8
+LOG_FILE = "kitctl.log"
+"""The run's own log (in its logs/ directory): every line, the controller's included."""
 LOOP_WAIT = 120.0
 """Seconds to wait for the loop device Clonezilla's client needs, while another run holds
 it (an ocs-sr restore holds it for about 35 s)."""
@@ -149,6 +151,11 @@ def run(options: Options, progress: Progress = lambda line: None) -> Report:
     netns.cleanup_stale()  # the leftovers of crashed runs (their owners are gone)
     prefix = options.prefix or _fresh_prefix(options.base)
     run_dir = workspace.create(options.base, prefix)
+    # Every log line of the run, the controller's included, in the run's own file: the
+    # terminal shows the progress lines and the summary (and warnings).
+    run_dir.logs.mkdir(parents=True, exist_ok=True)
+    logger.configure(extra={"commit": "-", "target": "-"})  # lines bound to neither show '-'
+    sink = logger.add(run_dir.logs / LOG_FILE, level="DEBUG", format=logs.FORMAT)
     report = Report(prefix=prefix, run_dir=str(run_dir.path))
     kept = False
     net = VirtualNetwork.create(log_dir=run_dir.logs, prefix=prefix)
@@ -167,6 +174,7 @@ def run(options: Options, progress: Progress = lambda line: None) -> Report:
             _tear_down(lab)
         report = replace(report, seconds=time.monotonic() - started, kept=kept)
         run_dir.report.write_text(to_json(report))
+        logger.remove(sink)
     return report
 
 

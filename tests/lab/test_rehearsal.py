@@ -89,11 +89,15 @@ def test_four_pcs_boot_against_the_reconciled_lab_server(
     report_path = tmp_path / "report.json"
     argv = ["lab", "run", "--pcs", "4", "--no-image", "--base", str(base)]
     code = main([*argv, "--report", str(report_path)])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     report = json.loads(report_path.read_text())
     assert code == 0, out
     assert report["ok"] is True and report["error"] == ""
     prefix = report["prefix"]
+    # the terminal gets progress and the summary; every log line goes to the run's file
+    assert " INFO " not in err
+    log = (Path(report["run_dir"]) / "logs" / "kitctl.log").read_text()
+    assert "applied: +4 reservations" in log and "started dnsmasq" in log
 
     pcs = {pc["name"]: pc for pc in report["pcs"]}
     assert sorted(pcs) == ["pc1", "pc2", "pc3", "pc4", "stray"]
