@@ -57,7 +57,15 @@ QUICK_SETTINGS = {"SLEEP_TIME_AFTER_PART_CLONED": "0", "NOTIFY_OCS_SERVER_TIME_L
 classroom of clients over time."""
 
 _LOOP = re.compile(r"loop[0-9]{1,3}")
-_WRAPPER = """set -eu
+
+
+def wrapper(*, writable: bool = False) -> str:
+    """The shell script that runs ocs-sr in a private mount namespace, argv
+    "bash -c SCRIPT ocs-run IMAGES CONF LOGS OCS-SR...": IMAGES stands for the NFS-mounted
+    /home/partimag (read-only for a restore, `writable` for a savedisk), /tmp private,
+    /var/log the PC's LOGS, CONF for drbl-ocs.conf. Purely computational."""
+    read_only = "" if writable else "mount -o remount,bind,ro /home/partimag\n"
+    return f"""set -eu
 images=$1 conf=$2 logs=$3
 shift 3
 # The working directory holds the image root: the tmpfs mounts below may hide its path.
@@ -68,8 +76,7 @@ mount -t tmpfs -o mode=1777 kitting-pc-tmp /tmp
 mount -t tmpfs -o mode=0755 kitting-pc-home /home
 mkdir /home/partimag
 mount --bind . /home/partimag
-mount -o remount,bind,ro /home/partimag
-cd /
+{read_only}cd /
 # ocs-sr reports to the server only when started by DRBL's ocs-run.
 printf ocs-run > "/proc/$$/comm"
 set +e
@@ -148,7 +155,7 @@ def run_ocs_sr(
     disk.unlink(missing_ok=True)
     with open(disk, "wb") as handle:
         handle.truncate(disk_bytes)
-    argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", _WRAPPER]
+    argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", wrapper()]
     argv += ["ocs-run", str(images_root), str(conf), str(logs), *ocs_sr_argv(job, server)]
     with loop_device(procs, host.netns, name, disk):
         started = time.monotonic()

@@ -125,28 +125,6 @@ lib.nfs_destroy_context(nfs)
 sys.exit(failed)
 """
 
-# ocs-sr in a private mount namespace: a scratch directory of the PC's stands for the
-# NFS-mounted /home/partimag (writable: ocs-sr saves into it); /tmp private; /var/log the
-# PC's; drbl-ocs.conf without the random waits. argv: "bash -c SCRIPT ocs-run SCRATCH
-# CONF LOGS OCS-SR...". The shell names itself ocs-run: ocs-sr reports only when DRBL's
-# ocs-run started it (is_spawned_by_drbl_ocs).
-_SAVE_WRAPPER = """set -eu
-scratch=$1 conf=$2 logs=$3
-shift 3
-cd "$scratch"
-mount --bind "$conf" /etc/drbl/drbl-ocs.conf
-mount --bind "$logs" /var/log
-mount -t tmpfs -o mode=1777 kitting-pc-tmp /tmp
-mount -t tmpfs -o mode=0755 kitting-pc-home /home
-mkdir /home/partimag
-mount --bind . /home/partimag
-cd /
-printf ocs-run > "/proc/$$/comm"
-set +e
-"$@"
-exit $?
-"""
-
 
 @dataclass
 class Lab:
@@ -563,7 +541,14 @@ def _save(
     lab_options = [*options[:at], "-p", "true", *options[at + 2 :], "-nogui"]
     ocs_sr = ["ocs-sr", *lab_options, "-os", "127.0.0.1", "savedisk", IMAGE, lab.disk]
     argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c"]
-    argv += [_SAVE_WRAPPER, "ocs-run", str(saved), str(conf), str(logs), *ocs_sr]
+    argv += [
+        ocs_client.wrapper(writable=True),
+        "ocs-run",
+        str(saved),
+        str(conf),
+        str(logs),
+        *ocs_sr,
+    ]
     catcher = probes.tcp_listen(procs, host, REPORT_PORT, timeout=OCS_TIMEOUT)
     made: list[Path] = []
     with ocs_client.loop_device(procs, host.netns, lab.disk, disk):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -24,12 +24,13 @@ import pytest
 
 from reconciler import session_feed, sessions
 from reconciler.clock import FixedClock
-from reconciler.deployment_facts import Observation, SessionExited, SessionStarted
+from reconciler.deployment_facts import SessionExited, SessionStarted
 from reconciler.deployment_machine import StartSession, StopSession
 from reconciler.deployment_session import SessionSpec, drbl_ocs_argv, drbl_ocs_stop_argv
 from reconciler.desired import AfterImaging, Mode
 from reconciler.runner import Completed
 from reconciler.sessions import SessionRunner
+from tests.sessions.waits import gone, observe_until_exit, until
 
 KEY = "spring@0123456789abcdef"
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -127,37 +128,12 @@ def calls(tmp_path: Path) -> list[list[str]]:
     return [["drbl-ocs", *line.split("\t")] for line in text.splitlines()]
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
-def gone(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return text[text.rfind(")") + 2] in "ZX"
-
-
 def mgrd_pid(tmp_path: Path) -> int:
     return int((tmp_path / "drbl" / "mgrd.pid").read_text())
 
 
 def exits(runner: SessionRunner, timeout: float = 15.0) -> list[SessionExited]:
-    seen: list[Observation] = []
-
-    def exited() -> bool:
-        seen.extend(runner.observe())
-        runner.commit()
-        return any(isinstance(o, SessionExited) for o in seen)
-
-    until(exited, "the feeder's exit", timeout)
-    return [o for o in seen if isinstance(o, SessionExited)]
+    return [o for o in observe_until_exit(runner, timeout) if isinstance(o, SessionExited)]
 
 
 @pytest.fixture

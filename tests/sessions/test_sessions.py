@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -25,7 +25,6 @@ from reconciler import sessions
 from reconciler.batch_history import PartitionUsage, Usage
 from reconciler.clock import FixedClock
 from reconciler.deployment_facts import (
-    Observation,
     ReceiverJoined,
     SessionExited,
     SessionFailed,
@@ -38,6 +37,7 @@ from reconciler.deployment_session import (
     multicast_runs,
 )
 from reconciler.sessions import SessionRunner
+from tests.sessions.waits import gone, observe_until_exit, until
 
 KEY = "spring@0123456789abcdef"
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -136,35 +136,6 @@ def start_command(min_receivers: int = 2) -> StartSession:
         max_bitrate=None,
     )
     return StartSession(KEY, "spring", SessionSpec(KEY, "spring", runs=runs, summary="test"))
-
-
-def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
-def observe_until_exit(runner: SessionRunner, timeout: float = 15.0) -> list[Observation]:
-    seen: list[Observation] = []
-
-    def exited() -> bool:
-        seen.extend(runner.observe())
-        runner.commit()
-        return any(isinstance(o, SessionExited) for o in seen)
-
-    until(exited, "the feeder's exit", timeout)
-    return seen
-
-
-def gone(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return text[text.rfind(")") + 2] in "ZX"
 
 
 @pytest.fixture
